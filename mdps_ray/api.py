@@ -1,0 +1,89 @@
+"""The Python API: load a prior, build a scorer, score images.
+
+from mdps_ray.api import Detector
+det = Detector.load("runs/bottle/model")                 # prior + calibration + its config
+result = det.score(["a.png", "b.png"])                   # or a (B, 3, H, W) tensor in [−1, 1]
+result.score, result.anomaly_map, det.is_anomalous(result)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import UNet2DModel
+
+from mdps_ray.calibration import Calibration
+from mdps_ray.config import MdpsConfig
+from mdps_ray.io.checkpoints import load_prior
+from mdps_ray.io.loading import load_images
+from mdps_ray.io.weights import load_backbone_weights
+from mdps_ray.models.backbones import build_backbone
+from mdps_ray.models.prior import unet_denoiser
+from mdps_ray.scorer import AnomalyScorer, ScoreResult
+
+
+def build_scorer(
+    unet: UNet2DModel,
+    config: MdpsConfig,
+    device: str | torch.device = "cpu",
+    calibration: Calibration | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> tuple[AnomalyScorer, str]:
+    """An :class:`AnomalyScorer` on ``device`` and the digest of its backbone weights."""
+    device = torch.device(device)
+    state, backbone_digest = load_backbone_weights(config.maps.backbone, config.maps.backbone_weights, storage_options)
+    backbone = build_backbone(config.maps.backbone, state)
+    if isinstance(backbone, torch.nn.Module):
+        backbone.to(device)
+    unet = unet.to(device).eval().requires_grad_(False)
+    threshold = calibration.mask_threshold if calibration is not None else None
+    scorer = AnomalyScorer(
+        unet_denoiser(unet), config.prior, config.sampler, config.maps, config.score, backbone, threshold
+    )
+    return scorer, backbone_digest
+
+
+@dataclass
+class Detector:
+    """A loaded prior with its scorer, configuration and calibration."""
+
+    scorer: AnomalyScorer
+    config: MdpsConfig
+    model_digest: str
+    backbone_digest: str
+    calibration: Calibration | None
+    device: torch.device
+
+    @classmethod
+    def load(
+        cls,
+        model_uri: str,
+        config: MdpsConfig | None = None,
+        device: str | torch.device = "cpu",
+        storage_options: dict[str, Any] | None = None,
+    ) -> Detector:
+        """Load a model directory; ``config`` replaces the one stored with it (prior part excepted)."""
+        loaded = load_prior(model_uri, storage_options)
+        cfg = loaded.config if config is None else config.model_copy(update={"prior": loaded.config.prior})
+        scorer, bdigest = build_scorer(loaded.unet, cfg, device, loaded.calibration, storage_options)
+        return cls(scorer, cfg, loaded.digest, bdigest, loaded.calibration, torch.device(device))
+
+    def score(self, images: torch.Tensor | Sequence[str], image_ids: Sequence[str] | None = None) -> ScoreResult:
+        """Score a tensor (B, 3, H, W) in [−1, 1] or a list of image paths/URIs."""
+        if isinstance(images, torch.Tensor):
+            y = images
+            ids = list(image_ids) if image_ids is not None else [str(i) for i in range(len(y))]
+        else:
+            y = load_images(list(images), self.config.prior.image_size)
+            ids = list(image_ids) if image_ids is not None else [Path(str(u)).name for u in images]
+        return self.scorer.score(y.to(self.device), ids)
+
+    def is_anomalous(self, result: ScoreResult) -> torch.Tensor:
+        """Scores above the calibrated image threshold, (B,) bool."""
+        if self.calibration is None:
+            raise ValueError("expected a calibrated model (calibration.json) to threshold scores, got none")
+        return result.score > self.calibration.score_threshold

@@ -1,0 +1,114 @@
+"""Difference maps between an observation y and its posterior samples x̂ (mdps-method.md §3).
+
+    i_d = mean_c | N(x̂) − N(y) |                         pixel term, N = ImageNet normalisation
+    f_d = Σ_layers up(1 − cos(agg(φ_l(x̂)), agg(φ_l(y))))  feature term (Wide-ResNet form)
+    A   = scale · blur_σ( f_d + w · (max f_d / max i_d) · i_d )
+
+All maps are (B, 1, H, W). The maxima are per image by default (``weighting="per_image"``);
+``"batch"`` takes them over the whole batch tensor as the official code does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Weighting = Literal["per_image", "batch"]
+
+
+def imagenet_normalize(x: torch.Tensor) -> torch.Tensor:
+    """[−1, 1] RGB (B, 3, H, W) → [0, 1] → ImageNet mean/std normalised."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return ((x + 1.0) / 2.0 - mean) / std
+
+
+def pixel_distance(x_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """i_d = mean over channels of |N(x̂) − N(y)|; (B, 3, H, W) ×2 → (B, 1, H, W)."""
+    return (imagenet_normalize(x_hat) - imagenet_normalize(y)).abs().mean(dim=1, keepdim=True)
+
+
+def feature_cosine_distance(
+    feats_x: Sequence[torch.Tensor], feats_y: Sequence[torch.Tensor], size: tuple[int, int]
+) -> torch.Tensor:
+    """f_d = Σ_l up(1 − cos(agg(a_l), agg(b_l))) over layers; each a_l, b_l is (B, C_l, h_l, w_l).
+
+    agg is 3×3 mean aggregation, stride 1, zero padding counted (PatchCore-style); cosine over
+    channels; bilinear upsampling with align_corners=True to ``size``. Returns (B, 1, *size).
+    """
+    total: torch.Tensor | None = None
+    for a, b in zip(feats_x, feats_y, strict=True):
+        a = F.avg_pool2d(a, 3, 1, 1, count_include_pad=True)
+        b = F.avg_pool2d(b, 3, 1, 1, count_include_pad=True)
+        d = 1.0 - F.cosine_similarity(a, b, dim=1).unsqueeze(1)
+        d = F.interpolate(d, size=size, mode="bilinear", align_corners=True)
+        total = d if total is None else total + d
+    if total is None:
+        raise ValueError("expected at least one feature layer, got none")
+    return total
+
+
+def _max_per(x: torch.Tensor, weighting: Weighting) -> torch.Tensor:
+    if weighting == "per_image":
+        return x.flatten(1).amax(dim=1).view(-1, 1, 1, 1)
+    if weighting == "batch":
+        return x.amax()
+    raise ValueError(f"expected weighting 'per_image' or 'batch', got {weighting!r}")
+
+
+def combine(
+    feature_map: torch.Tensor, pixel_map: torch.Tensor, pixel_weight: float, weighting: Weighting
+) -> torch.Tensor:
+    """f_d + w · (max f_d / max i_d) · i_d, the pixel term rescaled to the feature term's peak."""
+    if pixel_weight == 0.0:
+        return feature_map
+    ratio = _max_per(feature_map, weighting) / _max_per(pixel_map, weighting).clamp_min(1e-12)
+    return feature_map + pixel_weight * ratio * pixel_map
+
+
+def gaussian_kernel1d(sigma: float, size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Normalised 1-D Gaussian window of odd length ``size``."""
+    if size % 2 != 1 or sigma <= 0:
+        raise ValueError(f"expected an odd kernel size and sigma > 0, got size={size}, sigma={sigma}")
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    w = torch.exp(-(x**2) / (2 * sigma**2))
+    return (w / w.sum()).to(dtype=dtype, device=device)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float, size: int | None = None) -> torch.Tensor:
+    """Separable Gaussian blur with reflect borders; (B, C, H, W) → same shape.
+
+    ``size`` defaults to 2·⌈4σ⌉ + 1 (33 for σ = 4, the official code's kernel). The kernel is
+    clipped to the image when the image is smaller than it.
+    """
+    size = size or 2 * math.ceil(4 * sigma) + 1
+    half = min(size // 2, x.shape[-1] - 1, x.shape[-2] - 1)
+    k = gaussian_kernel1d(sigma, 2 * half + 1, x.dtype, x.device)
+    c = x.shape[1]
+    out = F.pad(x, (half, half, 0, 0), mode="reflect")
+    out = F.conv2d(out, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    out = F.pad(out, (0, 0, half, half), mode="reflect")
+    return F.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Central size×size window of (…, H, W) (the MVTec 224 crop of the official evaluation)."""
+    h, w = x.shape[-2:]
+    if size > min(h, w):
+        raise ValueError(f"expected crop size <= image size {h}x{w}, got {size}")
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[..., top : top + size, left : left + size]
+
+
+def mean_over_samples(maps: torch.Tensor, n_samples: int) -> torch.Tensor:
+    """Average the n maps of each image; rows image-major: (B·n, …) → (B, …)."""
+    if maps.shape[0] % n_samples:
+        raise ValueError(f"expected a multiple of n={n_samples} rows, got {maps.shape[0]}")
+    return maps.view(-1, n_samples, *maps.shape[1:]).mean(dim=1)

@@ -1,0 +1,34 @@
+"""URIs through fsspec: local paths, ``file://``, ``memory://``, ``s3://``, ``gs://``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fsspec
+from fsspec.core import url_to_fs
+
+
+def filesystem(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem serving ``uri`` and the path within it."""
+    fs, path = url_to_fs(uri, **(storage_options or {}))
+    return fs, path
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join path parts onto a URI with '/' (no normalisation of the scheme)."""
+    return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def read_bytes(uri: str, storage_options: dict[str, Any] | None = None) -> bytes:
+    """The whole object at ``uri``."""
+    fs, path = filesystem(uri, storage_options)
+    return bytes(fs.cat_file(path))
+
+
+def write_bytes(uri: str, data: bytes, storage_options: dict[str, Any] | None = None) -> None:
+    """Write ``data`` to ``uri``, creating parent folders where the filesystem has them."""
+    fs, path = filesystem(uri, storage_options)
+    parent = path.rsplit("/", 1)[0]
+    if parent and parent != path:
+        fs.makedirs(parent, exist_ok=True)
+    fs.pipe_file(path, data)

@@ -1,0 +1,1 @@
+"""Metrics: exact functional forms (scikit-learn/scipy) and mergeable states for reductions."""

@@ -1,0 +1,1 @@
+"""Models: the DDIM prior and the perceptual backbones, one process, one device."""

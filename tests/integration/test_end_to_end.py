@@ -1,0 +1,90 @@
+"""End to end on real files: train a tiny prior, save, load through the API, calibrate, score."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from mdps_ray.api import Detector
+from mdps_ray.cli import main
+from mdps_ray.config import MapConfig, MdpsConfig, PriorConfig, TrainConfig, apply_overrides
+from mdps_ray.io.checkpoints import save_calibration, save_prior
+from mdps_ray.io.datasets import list_mvtec
+from mdps_ray.local import calibrate_local, evaluate_local, split_holdout, train_local
+from mdps_ray.presets import DEFAULT
+from tests.conftest import tiny_sampler
+
+pytestmark = pytest.mark.slow
+
+SMALL = MdpsConfig(
+    prior=PriorConfig(image_size=32, block_out_channels=(8, 16), attention_levels=(False, False), norm_num_groups=4,
+                      attention_head_dim=8),
+    train=TrainConfig(batch_size=8, lr=2e-3, t_max=200),
+    sampler=tiny_sampler(),
+    maps=MapConfig(backbone="random", blur_sigma=1.0),
+)
+
+
+def test_train_save_load_calibrate_score(synthetic_root: Path, tmp_path: Path) -> None:
+    cpu = torch.device("cpu")
+    train_records, holdout = split_holdout(list_mvtec(str(synthetic_root), "train"), 0.2)
+    assert len(holdout) == 5 and not {r.image_id for r in holdout} & {r.image_id for r in train_records}
+    trainer = train_local(train_records, SMALL, max_steps=30, max_seconds=None, device=cpu)
+    assert trainer.step_count == 30 and trainer.losses[-1] < trainer.losses[0]
+
+    model = tmp_path / "model"
+    digest = save_prior(trainer.final_unet(), SMALL, str(model))
+    det = Detector.load(str(model))
+    assert det.model_digest == digest and det.calibration is None
+    cal = calibrate_local(det.scorer, holdout, 8, cpu, model_digest=digest)
+    save_calibration(cal, str(model))
+
+    det = Detector.load(str(model))
+    assert det.calibration == cal and det.scorer.mask_threshold == cal.mask_threshold
+    test = list_mvtec(str(synthetic_root), "test")
+    result = det.score([r.uri for r in test[:3]], [r.image_id for r in test[:3]])
+    assert result.score.shape == (3,) and det.is_anomalous(result).dtype == torch.bool
+
+    ev = evaluate_local(det.scorer, test, 8, cpu)
+    assert ev.maps.shape == (len(test), 32, 32)
+    for key in ("image_auroc", "pixel_auroc", "aupro", "f1_max", "ap"):
+        assert 0.0 <= ev.metrics[key] <= 1.0
+
+
+def test_transductive_mode_runs_two_passes(synthetic_root: Path, tmp_path: Path) -> None:
+    trainer = train_local(list_mvtec(str(synthetic_root), "train"), SMALL, 5, None, torch.device("cpu"))
+    save_prior(trainer.final_unet(), SMALL, str(tmp_path / "m"))
+    cfg = apply_overrides(SMALL, ["sampler.mask.mode=transductive", "sampler.mask.threshold=null"])
+    det = Detector.load(str(tmp_path / "m"), config=cfg)
+    ev = evaluate_local(det.scorer, list_mvtec(str(synthetic_root), "test"), 4, torch.device("cpu"))
+    assert 0.0 <= ev.metrics["image_auroc"] <= 1.0
+
+
+def test_demo_command_writes_results_and_metrics(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["demo", "--out", str(tmp_path / "demo"), "--train-seconds", "20", "--max-steps", "40",
+            "--set", "prior.image_size=32", "--set", "maps.backbone=random",
+            "--set", "sampler.stage1.n_samples=1", "--set", "sampler.stage2.n_samples=1"]
+    assert main(args) == 0
+    assert capsys.readouterr().out.strip().endswith("metrics.json")
+    metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert 0.0 <= metrics["image_auroc"] <= 1.0 and metrics["n_images"] == 20
+    table = pq.read_table(tmp_path / "demo" / "results.parquet")
+    assert table.num_rows == 20 and set(table.column("label").to_pylist()) == {0, 1}
+    assert (tmp_path / "demo" / "model" / "calibration.json").exists()
+
+
+def test_cli_user_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "show", "--set", "sampler.stage2.rho=-1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mdps: error:") and "\n" not in err and "sampler.stage2.rho" in err
+    assert main(["demo", "--data", "/nonexistent/category", "--max-steps", "1"]) == 2
+    assert "expected an MVTec-layout folder" in capsys.readouterr().err
+
+
+def test_default_preset_is_the_documented_cpu_setting() -> None:
+    assert DEFAULT.prior.image_size == 64 and DEFAULT.maps.backbone == "lpips-alex"
+    assert DEFAULT.sampler.guidance_norm == "per_image" and DEFAULT.maps.weighting == "per_image"

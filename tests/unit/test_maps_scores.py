@@ -1,0 +1,95 @@
+"""Difference maps, blur, image scores and the mask, against references and by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.functional import gaussian_blur as tv_blur
+
+from mdps_ray.core import maps, masking, scores
+
+
+def test_blur_equals_torchvision_reflect_gaussian() -> None:
+    x = torch.rand((2, 1, 64, 64), generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(maps.gaussian_blur(x, 4.0), tv_blur(x, [33, 33], [4.0, 4.0]), atol=1e-6)
+
+
+def test_pixel_distance_is_imagenet_normalised_l1() -> None:
+    y = torch.zeros((1, 3, 2, 2))
+    x = torch.zeros((1, 3, 2, 2))
+    x[:, 0] = 1.0  # +0.5 in [0, 1] on the red channel only
+    expected = 0.5 / 0.229 / 3
+    assert torch.allclose(maps.pixel_distance(x, y), torch.full((1, 1, 2, 2), expected))
+    assert maps.pixel_distance(y, y).abs().max() == 0
+
+
+def test_feature_cosine_distance_by_hand() -> None:
+    a = torch.ones((1, 2, 4, 4))
+    b = torch.ones((1, 2, 4, 4))
+    b[:, 1] = 0  # cos = 1/√2 everywhere after aggregation of constants... check centre
+    d = maps.feature_cosine_distance([a], [b], (4, 4))
+    assert d[0, 0, 1, 1].item() == pytest.approx(1 - 1 / math.sqrt(2), abs=1e-6)
+    assert maps.feature_cosine_distance([a], [a], (8, 8)).abs().max() < 1e-6
+
+
+def test_per_image_weighting_ignores_batch_mates_and_batch_weighting_does_not() -> None:
+    g = torch.Generator().manual_seed(0)
+    f, i = torch.rand((3, 1, 8, 8), generator=g), torch.rand((3, 1, 8, 8), generator=g)
+    i[2] *= 10  # one image with a large pixel term
+    per = maps.combine(f, i, 7.0, "per_image")
+    alone = maps.combine(f[:1], i[:1], 7.0, "per_image")
+    assert torch.allclose(per[:1], alone)
+    batch = maps.combine(f, i, 7.0, "batch")
+    assert not torch.allclose(batch[:1], alone)
+    # A = f + w (max f / max i) i, per image
+    ratio = f[0].max() / i[0].max()
+    assert torch.allclose(per[0], f[0] + 7.0 * ratio * i[0])
+
+
+def test_mean_over_samples_and_crop() -> None:
+    rows = torch.arange(6.0).view(6, 1, 1, 1)
+    assert maps.mean_over_samples(rows, 3).flatten().tolist() == [1.0, 4.0]
+    x = torch.arange(256.0).view(1, 1, 16, 16)
+    assert maps.center_crop(x, 8).shape == (1, 1, 8, 8) and maps.center_crop(x, 8)[0, 0, 0, 0] == 4 * 16 + 4
+    with pytest.raises(ValueError, match="expected crop size"):
+        maps.center_crop(x, 20)
+
+
+def test_softmax_topk_of_flat_map_is_k_over_pixels() -> None:
+    flat = torch.full((1, 1, 224, 224), 3.0)
+    assert scores.softmax_topk(flat, 500).item() == pytest.approx(500 / 224**2, rel=1e-5)
+    peaked = flat.clone()
+    peaked[..., :10, :10] = 10.0
+    e10, e3, n = math.exp(10), math.exp(3), 224**2
+    expected = (100 * e10 + 400 * e3) / (100 * e10 + (n - 100) * e3)
+    assert scores.softmax_topk(peaked, 500).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_max_and_mean_topk() -> None:
+    a = torch.arange(100.0).view(1, 1, 10, 10)
+    assert scores.max_score(a).item() == 99
+    assert scores.mean_topk(a, 0.05).item() == pytest.approx((95 + 96 + 97 + 98 + 99) / 5)
+    with pytest.raises(ValueError, match="expected score method"):
+        scores.image_score(a, "median", 1, 0.1)  # type: ignore[arg-type]
+
+
+def test_masks_and_thresholds() -> None:
+    m = torch.tensor([[[[0.1, 0.5], [0.9, 0.3]]]])
+    assert masking.binary_mask(m, 0.4).flatten().tolist() == [0, 1, 1, 0]
+    assert masking.transductive_threshold(1.0, 3.0, 0.25) == 1.5
+    values = torch.arange(101.0)
+    assert masking.quantile_threshold(values, 0.9) == pytest.approx(90.0)
+    assert masking._large_quantile(values.double(), 0.9) == pytest.approx(90.0)
+    with pytest.raises(ValueError, match="expected 0 < q < 1"):
+        masking.quantile_threshold(values, 1.0)
+
+
+def test_blur_handles_images_smaller_than_the_kernel() -> None:
+    x = torch.rand((1, 1, 8, 8))
+    out = maps.gaussian_blur(x, 4.0)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    assert torch.allclose(out.mean(), x.mean(), atol=0.1)
+    assert F.mse_loss(out, x) > 0
