@@ -22,7 +22,7 @@ from mdps_ray.io.checkpoints import load_prior
 from mdps_ray.io.loading import load_images
 from mdps_ray.io.weights import load_backbone_weights
 from mdps_ray.models.backbones import build_backbone
-from mdps_ray.models.prior import unet_denoiser
+from mdps_ray.models.prior import prepare_unet, unet_denoiser
 from mdps_ray.scorer import AnomalyScorer, ScoreResult
 
 
@@ -39,11 +39,11 @@ def build_scorer(
     backbone = build_backbone(config.maps.backbone, state)
     if isinstance(backbone, torch.nn.Module):
         backbone.to(device)
-    unet = unet.to(device).eval().requires_grad_(False)
+    rt = config.runtime
+    unet = prepare_unet(unet, device, rt.channels_last, rt.compile)
     threshold = calibration.mask_threshold if calibration is not None else None
-    scorer = AnomalyScorer(
-        unet_denoiser(unet), config.prior, config.sampler, config.maps, config.score, backbone, threshold
-    )
+    denoiser = unet_denoiser(unet, rt.precision, rt.channels_last)
+    scorer = AnomalyScorer(denoiser, config.prior, config.sampler, config.maps, config.score, backbone, threshold)
     return scorer, backbone_digest
 
 

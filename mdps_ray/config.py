@@ -160,6 +160,16 @@ class ScoreConfig(_Frozen):
     fraction: float = Field(0.01, gt=0, le=1, description="Top fraction for mean_topk.")
 
 
+class RuntimeConfig(_Frozen):
+    """How the scorer runs (speed knobs); outputs agree with the fp32 defaults within tolerance."""
+
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="UNet autocast dtype; the maps and scores stay fp32."
+    )
+    channels_last: bool = Field(False, description="NHWC memory format for the UNet.")
+    compile: bool = Field(False, description="torch.compile the UNet (first batch pays the compile time).")
+
+
 class MdpsConfig(_Frozen):
     """Everything that defines the method for one category."""
 
@@ -168,6 +178,7 @@ class MdpsConfig(_Frozen):
     sampler: SamplerConfig = SamplerConfig()
     maps: MapConfig = MapConfig()
     score: ScoreConfig = ScoreConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
 
     def digest(self) -> str:
         """sha256 of the canonical JSON of this config (16 hex digits)."""

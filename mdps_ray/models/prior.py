@@ -56,13 +56,39 @@ def alpha_bars(cfg: PriorConfig) -> torch.Tensor:
     return schedule.alphas_cumprod(betas)
 
 
-def unet_denoiser(unet: UNet2DModel) -> Denoiser:
-    """ε_θ(x_t, t) as a plain callable over the UNet."""
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def unet_denoiser(unet: torch.nn.Module, precision: str = "fp32", channels_last: bool = False) -> Denoiser:
+    """ε_θ(x_t, t) as a plain callable over the UNet.
+
+    With ``precision`` bf16/fp16 the UNet runs under autocast on the input's device type and ε
+    comes back as fp32; with ``channels_last`` the input is passed in NHWC memory format (the
+    UNet itself must have been converted, see :func:`prepare_unet`).
+    """
+    dtype = AUTOCAST_DTYPES.get(precision)
+    if precision != "fp32" and dtype is None:
+        raise ValueError(f"expected precision fp32, bf16 or fp16, got {precision!r}")
 
     def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return unet(x_t, t).sample
+        if channels_last:
+            x_t = x_t.contiguous(memory_format=torch.channels_last)
+        if dtype is None:
+            return unet(x_t, t).sample
+        with torch.autocast(device_type=x_t.device.type, dtype=dtype):
+            return unet(x_t, t).sample.float()
 
     return denoise
+
+
+def prepare_unet(unet: torch.nn.Module, device: torch.device, channels_last: bool, compile: bool) -> torch.nn.Module:
+    """Move to ``device``, freeze, optionally convert to NHWC and compile."""
+    unet = unet.to(device).eval().requires_grad_(False)
+    if channels_last:
+        unet = unet.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    if compile:
+        unet = torch.compile(unet)  # type: ignore[assignment]
+    return unet
 
 
 def weights_digest(module: torch.nn.Module) -> str:

@@ -1,0 +1,62 @@
+"""Speed knobs change nothing but speed: optimised vs plain scorer, and the benchmark reference."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mdps_ray.config import MapConfig, MdpsConfig, RuntimeConfig
+from mdps_ray.models.backbones import build_backbone
+from mdps_ray.models.prior import build_unet, prepare_unet, unet_denoiser
+from mdps_ray.scorer import AnomalyScorer
+from tests.conftest import TINY_PRIOR, tiny_sampler
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from reference_mdps import reference_score  # noqa: E402
+
+IDS = ["a", "b", "c"]
+MAPS = MapConfig(backbone="random", blur_sigma=1.0)
+
+
+def _scorer(unet: torch.nn.Module, runtime: RuntimeConfig, **sampler: object) -> AnomalyScorer:
+    u = build_unet(TINY_PRIOR)
+    u.load_state_dict(unet.state_dict())
+    u = prepare_unet(u, torch.device("cpu"), runtime.channels_last, runtime.compile)
+    return AnomalyScorer(unet_denoiser(u, runtime.precision, runtime.channels_last), TINY_PRIOR,
+                         tiny_sampler(**sampler), MAPS, MdpsConfig().score, build_backbone("random", None))
+
+
+def test_channels_last_equals_the_plain_path(tiny_unet: torch.nn.Module) -> None:
+    y = torch.rand((3, 3, 16, 16), generator=torch.Generator().manual_seed(3)) * 2 - 1
+    plain = _scorer(tiny_unet, RuntimeConfig()).score(y, IDS)
+    fast = _scorer(tiny_unet, RuntimeConfig(channels_last=True)).score(y, IDS)
+    assert torch.allclose(plain.anomaly_map, fast.anomaly_map, atol=1e-5)
+    assert torch.allclose(plain.score, fast.score, atol=1e-5)
+
+
+def test_bf16_autocast_runs_and_stays_close(tiny_unet: torch.nn.Module) -> None:
+    y = torch.rand((2, 3, 16, 16), generator=torch.Generator().manual_seed(3)) * 2 - 1
+    plain = _scorer(tiny_unet, RuntimeConfig()).score(y, IDS[:2])
+    low = _scorer(tiny_unet, RuntimeConfig(precision="bf16")).score(y, IDS[:2])
+    assert torch.isfinite(low.anomaly_map).all() and low.anomaly_map.dtype == torch.float32
+    assert (low.anomaly_map - plain.anomaly_map).abs().max() < 0.5 * plain.anomaly_map.abs().max() + 1e-3
+
+
+def test_unknown_precision_is_refused(tiny_unet: torch.nn.Module) -> None:
+    with pytest.raises(ValueError, match="expected precision fp32, bf16 or fp16"):
+        unet_denoiser(tiny_unet, "int8")
+
+
+def test_benchmark_reference_equals_ours_for_one_image(tiny_unet: torch.nn.Module) -> None:
+    """With one image per batch, the official structure's batch-wide rules coincide with ours."""
+    cfg = MdpsConfig(prior=TINY_PRIOR, sampler=tiny_sampler(alignment="code", masked_sampler="replace"), maps=MAPS)
+    y = torch.rand((1, 3, 16, 16), generator=torch.Generator().manual_seed(4)) * 2 - 1
+    ours = _scorer(tiny_unet, RuntimeConfig(), alignment="code", masked_sampler="replace").score(y, ["a"])
+    ref_unet = build_unet(TINY_PRIOR).eval()
+    ref_unet.load_state_dict(tiny_unet.state_dict())
+    scores, maps = reference_score(ref_unet, build_backbone("random", None), y, ["a"], cfg, 0.05)
+    assert torch.allclose(maps, ours.anomaly_map, atol=1e-5)
+    assert torch.allclose(scores, ours.score, atol=1e-5)
