@@ -26,7 +26,7 @@ def compute_alpha(beta_start: float, beta_end: float, steps: int, t: int) -> flo
     return float(a[t + 1])
 
 
-def reference_sample(unet, y, start, stride, w, noise: RowNoise, mask=None, sched=(1e-4, 0.02, 1000)):  # noqa: ANN001
+def reference_sample(unet, y, start, stride, w, noise: RowNoise, mask=None, sched=(1e-4, 0.02, 1000)):
     """One repeat of the official sampler (η = 1); ``mask`` switches to the RePaint-style form."""
     seq = list(range(0, start, stride))
     seq_next = [-1, *seq[:-1]]
@@ -56,7 +56,7 @@ def reference_sample(unet, y, start, stride, w, noise: RowNoise, mask=None, sche
     return xs[-1].to(y.device)
 
 
-def reference_distance(backbone, x0, y, pixel_weight, sigma):  # noqa: ANN001
+def reference_distance(backbone, x0, y, pixel_weight, sigma):
     """Official ``distance``: y's features recomputed, batch-wide max ratio, blur, /2."""
     i_d = pixel_distance(x0, y)
     with torch.no_grad():
@@ -66,12 +66,12 @@ def reference_distance(backbone, x0, y, pixel_weight, sigma):  # noqa: ANN001
     return gaussian_blur(a, [size, size], [sigma, sigma]) / 2
 
 
-def reference_score(unet, backbone, y, ids, cfg, mask_threshold):  # noqa: ANN001
+def reference_score(unet, backbone, y, ids, cfg, mask_threshold):
     """Two stages as ``multi_MDPS.py``, with a given stage-1 threshold; returns (scores, maps)."""
     s, m = cfg.sampler, cfg.maps
     sched = (cfg.prior.beta_start, cfg.prior.beta_end, cfg.prior.num_train_timesteps)
 
-    def stage(st, name, mask):  # noqa: ANN001, ANN202
+    def stage(st, name, mask):
         maps = []
         for r in range(st.n_samples):
             noise = RowNoise([derive_seed(s.seed, i, r, name) for i in ids], y.device)

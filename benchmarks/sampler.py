@@ -24,16 +24,16 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference_mdps import reference_score  # noqa: E402
+from reference_mdps import reference_score
 
-from mdps_ray.api import build_scorer  # noqa: E402
-from mdps_ray.config import apply_overrides  # noqa: E402
-from mdps_ray.io.datasets import list_mvtec  # noqa: E402
-from mdps_ray.io.loading import load_images  # noqa: E402
-from mdps_ray.io.synthetic import make_dataset  # noqa: E402
-from mdps_ray.io.weights import weights_dir  # noqa: E402
-from mdps_ray.models.prior import build_unet, count_parameters  # noqa: E402
-from mdps_ray.presets import DEFAULT, PAPER_PRIOR  # noqa: E402
+from mdps_ray.api import build_scorer
+from mdps_ray.config import apply_overrides
+from mdps_ray.io.datasets import list_mvtec
+from mdps_ray.io.loading import load_images
+from mdps_ray.io.synthetic import make_dataset
+from mdps_ray.io.weights import weights_dir
+from mdps_ray.models.prior import build_unet, count_parameters
+from mdps_ray.presets import DEFAULT, PAPER_PRIOR
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
@@ -77,18 +77,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rho", type=float, default=30.0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--reps", type=int, default=2)
-    p.add_argument("--variants", nargs="+", default=["fp32", "channels_last", "bf16"],
-                   choices=["fp32", "channels_last", "bf16", "fp16", "compile", "bf16_compile"])
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=["fp32", "channels_last", "bf16"],
+        choices=["fp32", "channels_last", "bf16", "fp16", "compile", "bf16_compile"],
+    )
     args = p.parse_args(argv)
     torch.manual_seed(0)
     device = torch.device(args.device)
     prior = (PAPER_PRIOR if args.prior == "paper" else DEFAULT.prior).model_copy(update={"image_size": args.image_size})
     backbone = "lpips-alex" if (weights_dir() / "lpips-alex.safetensors").exists() else "random"
     st = f"start_step: {args.start_step}, stride: {args.stride}, rho: {args.rho}, n_samples: {args.n_samples}"
-    base = apply_overrides(DEFAULT.model_copy(update={"prior": prior}), [
-        f"sampler.stage1={{{st}}}", f"sampler.stage2={{{st}}}", "sampler.alignment=code",
-        "sampler.masked_sampler=replace", f"maps.backbone={backbone}", f"maps.blur_sigma={args.image_size / 64}",
-    ])
+    base = apply_overrides(
+        DEFAULT.model_copy(update={"prior": prior}),
+        [
+            f"sampler.stage1={{{st}}}",
+            f"sampler.stage2={{{st}}}",
+            "sampler.alignment=code",
+            "sampler.masked_sampler=replace",
+            f"maps.backbone={backbone}",
+            f"maps.blur_sigma={args.image_size / 64}",
+        ],
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = make_dataset(Path(tmp), size=args.image_size, n_train=0, n_test_good=args.batch, n_test_defect=1)
         records = list_mvtec(str(root), "test")[: args.batch]
@@ -103,13 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     ref_unet.load_state_dict(unet.state_dict())
     backbone_module = plain.backbone
 
-    print(f"device {device}, prior {args.prior} {count_parameters(unet) / 1e6:.2f} M params, {args.image_size} px, "
-          f"batch {args.batch}, n {args.n_samples}, T' {args.start_step}, stride {args.stride}, rho {args.rho}, "
-          f"backbone {backbone}, threads {torch.get_num_threads()}")
+    print(
+        f"device {device}, prior {args.prior} {count_parameters(unet) / 1e6:.2f} M params, {args.image_size} px, "
+        f"batch {args.batch}, n {args.n_samples}, T' {args.start_step}, stride {args.stride}, rho {args.rho}, "
+        f"backbone {backbone}, threads {torch.get_num_threads()}"
+    )
 
-    t_ref, (ref_scores, ref_maps) = timed(lambda: reference_score(ref_unet, backbone_module, y, ids, base, threshold),
-                                          device, args.reps)
-    one_ref_scores, one_ref_maps = reference_score(ref_unet, backbone_module, y[:1], ids[:1], base, threshold)
+    t_ref, (ref_scores, ref_maps) = timed(
+        lambda: reference_score(ref_unet, backbone_module, y, ids, base, threshold), device, args.reps
+    )
+    _, one_ref_maps = reference_score(ref_unet, backbone_module, y[:1], ids[:1], base, threshold)
     with FlopCounterMode(display=False) as counter:
         plain.score(y[:1], ids[:1])
     flops_per_image = counter.get_total_flops()
@@ -117,14 +131,21 @@ def main(argv: list[str] | None = None) -> int:
     peak_bf16 = matmul_peak(device, torch.bfloat16)
 
     rows = [("reference (official structure)", t_ref, ref_scores, ref_maps, True, peak)]
-    print(f"{'variant':32s} {'img/s':>8s} {'s/img':>8s} {'ratio':>6s} {'max|dmap|':>10s} {'max|dscore|':>11s} "
-          f"{'1-img dmap':>10s} {'TFLOP/s':>8s} {'%peak':>6s}")
+    print(
+        f"{'variant':32s} {'img/s':>8s} {'s/img':>8s} {'ratio':>6s} {'max|dmap|':>10s} {'max|dscore|':>11s} "
+        f"{'1-img dmap':>10s} {'TFLOP/s':>8s} {'%peak':>6s}"
+    )
     line(rows[0], t_ref, args.batch, flops_per_image, ref_maps, ref_scores, None)
     best = 0.0
     for name in args.variants:
-        rt = {"fp32": {}, "channels_last": {"channels_last": True}, "bf16": {"precision": "bf16"},
-              "fp16": {"precision": "fp16"}, "compile": {"compile": True},
-              "bf16_compile": {"precision": "bf16", "compile": True}}[name]
+        rt = {
+            "fp32": {},
+            "channels_last": {"channels_last": True},
+            "bf16": {"precision": "bf16"},
+            "fp16": {"precision": "fp16"},
+            "compile": {"compile": True},
+            "bf16_compile": {"precision": "bf16", "compile": True},
+        }[name]
         cfg = base.model_copy(update={"runtime": base.runtime.model_copy(update=rt)})
         u = build_unet(prior)
         u.load_state_dict(unet.state_dict())
@@ -134,27 +155,40 @@ def main(argv: list[str] | None = None) -> int:
         one = scorer.score(y[:1], ids[:1])
         agree = (one.anomaly_map - one_ref_maps).abs().max().item() <= 1e-3 * max(one_ref_maps.abs().max().item(), 1)
         pk = peak_bf16 if "bf16" in name or "fp16" in name else peak
-        line((f"ours {name}", t, res.score, res.anomaly_map, agree, pk), t_ref, args.batch, flops_per_image,
-             ref_maps, ref_scores, (one.anomaly_map - one_ref_maps).abs().max().item())
+        line(
+            (f"ours {name}", t, res.score, res.anomaly_map, agree, pk),
+            t_ref,
+            args.batch,
+            flops_per_image,
+            ref_maps,
+            ref_scores,
+            (one.anomaly_map - one_ref_maps).abs().max().item(),
+        )
         if agree and name in ("fp32", "channels_last", "compile"):
             best = max(best, t_ref / t)
-    print(f"FLOPs per image (ours): {flops_per_image / 1e9:.2f} GFLOP; matmul peak fp32 {peak / 1e12:.3f} TFLOP/s, "
-          f"bf16 {peak_bf16 / 1e12:.3f} TFLOP/s")
-    print("max|dmap| over the batch differs from 0 because the reference takes the guidance norm and the map max "
-          "ratio over the whole batch; '1-img dmap' (one image per batch, where both rules coincide) must be ~0.")
+    print(
+        f"FLOPs per image (ours): {flops_per_image / 1e9:.2f} GFLOP; matmul peak fp32 {peak / 1e12:.3f} TFLOP/s, "
+        f"bf16 {peak_bf16 / 1e12:.3f} TFLOP/s"
+    )
+    print(
+        "max|dmap| over the batch differs from 0 because the reference takes the guidance norm and the map max "
+        "ratio over the whole batch; '1-img dmap' (one image per batch, where both rules coincide) must be ~0."
+    )
     print(f"speedup: {best:.2f}")
     return 0
 
 
-def line(row, t_ref, batch, flops, ref_maps, ref_scores, one_diff):  # noqa: ANN001
+def line(row, t_ref, batch, flops, ref_maps, ref_scores, one_diff):
     name, t, scores, maps, agree, peak = row
     achieved = flops * batch / t
     dmap = (maps - ref_maps).abs().max().item()
     dscore = (scores - ref_scores).abs().max().item()
     one = "" if one_diff is None else f"{one_diff:.2e}"
     mark = "" if agree else "  (differs from fp32 beyond 1e-3)"
-    print(f"{name:32s} {batch / t:8.3f} {t / batch:8.3f} {t_ref / t:6.2f} {dmap:10.2e} {dscore:11.2e} {one:>10s} "
-          f"{achieved / 1e12:8.4f} {100 * achieved / peak:6.2f}{mark}")
+    print(
+        f"{name:32s} {batch / t:8.3f} {t / batch:8.3f} {t_ref / t:6.2f} {dmap:10.2e} {dscore:11.2e} {one:>10s} "
+        f"{achieved / 1e12:8.4f} {100 * achieved / peak:6.2f}{mark}"
+    )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,13 @@ from tests.conftest import tiny_sampler
 pytestmark = pytest.mark.slow
 
 SMALL = MdpsConfig(
-    prior=PriorConfig(image_size=32, block_out_channels=(8, 16), attention_levels=(False, False), norm_num_groups=4,
-                      attention_head_dim=8),
+    prior=PriorConfig(
+        image_size=32,
+        block_out_channels=(8, 16),
+        attention_levels=(False, False),
+        norm_num_groups=4,
+        attention_head_dim=8,
+    ),
     train=TrainConfig(batch_size=8, lr=2e-3, t_max=200),
     sampler=tiny_sampler(),
     maps=MapConfig(backbone="random", blur_sigma=1.0),
@@ -65,9 +70,23 @@ def test_transductive_mode_runs_two_passes(synthetic_root: Path, tmp_path: Path)
 
 
 def test_demo_command_writes_results_and_metrics(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["demo", "--out", str(tmp_path / "demo"), "--train-seconds", "20", "--max-steps", "40",
-            "--set", "prior.image_size=32", "--set", "maps.backbone=random",
-            "--set", "sampler.stage1.n_samples=1", "--set", "sampler.stage2.n_samples=1"]
+    args = [
+        "demo",
+        "--out",
+        str(tmp_path / "demo"),
+        "--train-seconds",
+        "20",
+        "--max-steps",
+        "40",
+        "--set",
+        "prior.image_size=32",
+        "--set",
+        "maps.backbone=random",
+        "--set",
+        "sampler.stage1.n_samples=1",
+        "--set",
+        "sampler.stage2.n_samples=1",
+    ]
     assert main(args) == 0
     assert capsys.readouterr().out.strip().endswith("metrics.json")
     metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())

@@ -15,7 +15,7 @@ from mdps_ray.scorer import AnomalyScorer
 from tests.conftest import TINY_PRIOR, tiny_sampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from reference_mdps import reference_score  # noqa: E402
+from reference_mdps import reference_score
 
 IDS = ["a", "b", "c"]
 MAPS = MapConfig(backbone="random", blur_sigma=1.0)
@@ -25,8 +25,14 @@ def _scorer(unet: torch.nn.Module, runtime: RuntimeConfig, **sampler: object) ->
     u = build_unet(TINY_PRIOR)
     u.load_state_dict(unet.state_dict())
     u = prepare_unet(u, torch.device("cpu"), runtime.channels_last, runtime.compile)
-    return AnomalyScorer(unet_denoiser(u, runtime.precision, runtime.channels_last), TINY_PRIOR,
-                         tiny_sampler(**sampler), MAPS, MdpsConfig().score, build_backbone("random", None))
+    return AnomalyScorer(
+        unet_denoiser(u, runtime.precision, runtime.channels_last),
+        TINY_PRIOR,
+        tiny_sampler(**sampler),
+        MAPS,
+        MdpsConfig().score,
+        build_backbone("random", None),
+    )
 
 
 def test_channels_last_equals_the_plain_path(tiny_unet: torch.nn.Module) -> None:
