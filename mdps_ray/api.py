@@ -17,7 +17,7 @@ import torch
 from diffusers import UNet2DModel
 
 from mdps_ray.calibration import Calibration
-from mdps_ray.config import MdpsConfig
+from mdps_ray.config import ConfigError, MdpsConfig, apply_overrides
 from mdps_ray.io.checkpoints import load_prior
 from mdps_ray.io.loading import load_images
 from mdps_ray.io.weights import load_backbone_weights
@@ -65,10 +65,18 @@ class Detector:
         config: MdpsConfig | None = None,
         device: str | torch.device = "cpu",
         storage_options: dict[str, Any] | None = None,
+        overrides: Sequence[str] = (),
     ) -> Detector:
-        """Load a model directory; ``config`` replaces the one stored with it (prior part excepted)."""
+        """Load a model directory.
+
+        ``config`` replaces the config stored with the model; ``overrides`` (dotted ``key=value``)
+        are applied on top. The prior part always comes from the model.
+        """
         loaded = load_prior(model_uri, storage_options)
         cfg = loaded.config if config is None else config.model_copy(update={"prior": loaded.config.prior})
+        cfg = apply_overrides(cfg, list(overrides))
+        if cfg.prior != loaded.config.prior:
+            raise ConfigError("expected no prior.* overrides at scoring time: the prior is fixed by the model")
         scorer, bdigest = build_scorer(loaded.unet, cfg, device, loaded.calibration, storage_options)
         return cls(scorer, cfg, loaded.digest, bdigest, loaded.calibration, torch.device(device))
 

@@ -7,10 +7,11 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from mdps_ray.config import ConfigError, MdpsConfig, apply_overrides, validate
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, ValueError)
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, ValueError, RuntimeError)
 
 
 def _config(args: argparse.Namespace) -> MdpsConfig:
@@ -64,6 +65,105 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def score_job_config(args: argparse.Namespace) -> Any:
+    """The validated :class:`ScoreJobConfig` from ``mdps score`` / ``jobs/score.py`` arguments."""
+    import yaml
+
+    from mdps_ray.jobconfig import ScoreJobConfig, split_overrides
+
+    data: dict[str, Any] = (yaml.safe_load(Path(args.config).read_text()) or {}) if args.config else {}
+    for key in ("model", "data", "out", "run_id", "split"):
+        if getattr(args, key, None) is not None:
+            data[key] = getattr(args, key)
+    if args.incremental:
+        data["incremental"] = True
+    job_sets, method_sets = split_overrides(args.overrides)
+    data.setdefault("method", {}).update(method_sets)
+    cfg = validate(ScoreJobConfig, data, source=args.config or "arguments")
+    return apply_overrides(cfg, job_sets)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from mdps_ray.orchestration.score_pipeline import run_score_job
+
+    summary = run_score_job(score_job_config(args))
+    overall = summary.metrics.get("overall", {})
+    shown = ", ".join(f"{k}={v:.3f}" for k, v in overall.items() if isinstance(v, float))
+    print(f"scored {summary.n_images} images ({summary.n_errors} errors, {summary.n_scored_now} this attempt); {shown}")
+    print(summary.run_dir)
+    return 0
+
+
+def train_job_config(args: argparse.Namespace) -> Any:
+    """The validated :class:`TrainJobConfig` from ``mdps train`` / ``jobs/train.py`` arguments."""
+    import yaml
+
+    from mdps_ray.jobconfig import TrainJobConfig, split_overrides
+
+    data: dict[str, Any] = (yaml.safe_load(Path(args.config).read_text()) or {}) if args.config else {}
+    for key in ("data", "out", "categories", "max_minutes", "max_steps", "num_workers", "preset"):
+        if getattr(args, key, None) is not None:
+            data[key] = getattr(args, key)
+    job_sets, method_sets = split_overrides(args.overrides)
+    data.setdefault("method", {}).update(method_sets)
+    cfg = validate(TrainJobConfig, data, source=args.config or "arguments")
+    return apply_overrides(cfg, job_sets)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mdps_ray.orchestration.train_job import run_train_job
+
+    for m in run_train_job(train_job_config(args)):
+        cal = "" if m.calibration is None else f", image threshold {m.calibration.score_threshold:.4g}"
+        print(f"{m.category}: {m.steps} steps in {m.seconds:.0f} s, final loss {m.final_loss:.4f}{cal}")
+        print(m.model_uri)
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from mdps_ray.calibrate_job import calibrate_model
+
+    cal = calibrate_model(args.model, args.data, args.holdout_fraction, args.target_fpr, args.overrides)
+    print(json.dumps(cal.to_json(), indent=2))
+    return 0
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    """Arguments of `mdps train` and of `jobs/train.py` (the same)."""
+    p.add_argument("--data", help="category root (MVTec/BTAD layout or folder of normal images), or a parent of "
+                                  "several with --categories")
+    p.add_argument("--out", help="output URI: the model goes to <out>/model (or <out>/<category>/model)")
+    p.add_argument("--categories", nargs="+", help="sub-folders of --data to train, one prior each")
+    p.add_argument("--max-minutes", dest="max_minutes", type=float, help="wall-clock training budget per category")
+    p.add_argument("--max-steps", dest="max_steps", type=int, help="optimiser steps per category (default 2000)")
+    p.add_argument("--num-workers", dest="num_workers", type=int, help="data-parallel workers (default 1)")
+    p.add_argument("--preset", help="method preset (default: default)")
+    p.add_argument("--config", help="YAML job config; arguments override it")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="job (checkpoint_every=100) or method (train.lr=1e-3) override")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from mdps_ray.evaluate import evaluate_run
+
+    metrics = evaluate_run(args.run_dir)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def add_score_args(p: argparse.ArgumentParser) -> None:
+    """Arguments of `mdps score` and of `jobs/score.py` (the same)."""
+    p.add_argument("--model", help="model directory URI (from `mdps train`)")
+    p.add_argument("--data", help="dataset URI: MVTec/BTAD root, folder of images, or manifest .parquet/.csv")
+    p.add_argument("--out", help="output prefix URI; the run goes to <out>/<run_id>/")
+    p.add_argument("--run-id", dest="run_id", help="run id (default: derived from data, model and config)")
+    p.add_argument("--split", help="split of an MVTec/BTAD layout (default: test)")
+    p.add_argument("--incremental", action="store_true", help="nightly: score only what is new under --out")
+    p.add_argument("--config", help="YAML job config; arguments override it")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="job (batch_size=4) or method (sampler.mask.mode=transductive) override")
+
+
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="default", help="named configuration (default: %(default)s)")
     p.add_argument("--config", help="YAML/JSON file of config values, applied over the preset")
@@ -96,6 +196,26 @@ def build_parser() -> argparse.ArgumentParser:
     schema = config.add_parser("schema", help="print (or --write into schemas/) the JSON Schemas")
     schema.add_argument("--write", action="store_true", help="regenerate the files in schemas/")
     schema.set_defaults(func=cmd_config_schema)
+
+    score = sub.add_parser("score", help="score a dataset into <out>/<run_id>/ on an embedded (or joined) Ray")
+    add_score_args(score)
+    score.set_defaults(func=cmd_score)
+    train = sub.add_parser("train", help="train a DDIM prior per category on Ray Train, then calibrate it")
+    add_train_args(train)
+    train.set_defaults(func=cmd_train)
+    calibrate = sub.add_parser("calibrate", help="recompute calibration.json of a model from normal images")
+    calibrate.add_argument("--model", required=True, help="model directory URI")
+    calibrate.add_argument("--data", required=True, help="normal images: a category root (its train split's "
+                                                         "held-out part is used) or a folder of normal images")
+    calibrate.add_argument("--holdout-fraction", type=float, default=0.1, help="held-out fraction (default 0.1)")
+    calibrate.add_argument("--target-fpr", type=float, default=0.01, help="image threshold FPR (default 0.01)")
+    calibrate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                           help="method override, e.g. sampler.mask.quantile=0.99")
+    calibrate.set_defaults(func=cmd_calibrate)
+
+    evaluate = sub.add_parser("evaluate", help="recompute metrics.json of a committed run")
+    evaluate.add_argument("run_dir", help="a run directory URI")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     demo = sub.add_parser("demo", help="offline demo: train, calibrate and score a small dataset in-process")
     _add_config_args(demo)

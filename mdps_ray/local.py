@@ -15,11 +15,11 @@ import torch
 
 from mdps_ray.calibration import Calibration, fit_calibration
 from mdps_ray.config import MdpsConfig
-from mdps_ray.core import maps as core_maps
 from mdps_ray.core import masking
 from mdps_ray.io.datasets import ImageRecord
-from mdps_ray.io.loading import iter_batches, load_images, load_masks
+from mdps_ray.io.loading import iter_batches, load_images, load_masks, native_mask_size
 from mdps_ray.metrics import functional as F
+from mdps_ray.metrics.alignment import align
 from mdps_ray.metrics.reconstruction import psnr, ssim
 from mdps_ray.scorer import AnomalyScorer
 from mdps_ray.training import PriorTrainer, fit_prior
@@ -102,9 +102,8 @@ def evaluate_local(
     seconds = (time.monotonic() - start) / max(len(records), 1)
     scores = torch.cat([r.score for r in results]).cpu()
     amaps = torch.cat([r.anomaly_map for r in results])[:, 0].cpu()
-    gt = load_masks(records, size)[:, 0]
-    if scorer.map_cfg.crop is not None:
-        gt = core_maps.center_crop(gt, scorer.map_cfg.crop)
+    gt_size = native_mask_size(records) or size
+    amaps, gt = align(amaps, load_masks(records, gt_size)[:, 0], size, scorer.map_cfg.crop)
     metrics = split_metrics(records, scores, amaps, gt)
     normal = [i for i, r in enumerate(records) if r.label == 0]
     if normal:

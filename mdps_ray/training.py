@@ -18,6 +18,7 @@ from diffusers import UNet2DModel
 from diffusers.training_utils import EMAModel
 
 from mdps_ray.config import PriorConfig, TrainConfig
+from mdps_ray.core.noise import derive_seed
 from mdps_ray.core.posterior import q_sample
 from mdps_ray.models.prior import alpha_bars, build_unet
 
@@ -47,6 +48,8 @@ class PriorTrainer:
     generator: torch.Generator
     step_count: int = 0
     losses: list[float] = field(default_factory=list)
+    grad_norms: list[float] = field(default_factory=list)
+    starts: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.unet.train()
@@ -56,11 +59,22 @@ class PriorTrainer:
         self.ema = EMAModel(self.unet.parameters(), decay=self.train.ema_decay) if self.train.ema_decay else None
         self.alpha_bars = alpha_bars(self.prior).float()
 
-    def draw(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """t (B,) and ε (B, C, H, W) for a batch, from the trainer's generator."""
+    def draw(self, x0: torch.Tensor, keys: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """t (B,) and ε (B, C, H, W) for a batch.
+
+        With ``keys`` (a stable integer per image), each image's draws come from its own generator
+        seeded by (seed, key, step): the same image gets the same t and ε at a step whichever
+        worker holds it, so data-parallel training equals single-worker training.
+        """
         t_max = self.train.t_max or self.prior.num_train_timesteps
-        t = torch.randint(self.train.t_min, t_max, (x0.shape[0],), generator=self.generator)
-        noise = torch.randn(x0.shape, generator=self.generator)
+        if keys is None:
+            t = torch.randint(self.train.t_min, t_max, (x0.shape[0],), generator=self.generator)
+            noise = torch.randn(x0.shape, generator=self.generator)
+            return t.to(x0.device), noise.to(x0.device)
+        gens = [torch.Generator().manual_seed(derive_seed(self.train.seed, str(k), self.step_count, "train"))
+                for k in keys]
+        t = torch.stack([torch.randint(self.train.t_min, t_max, (), generator=g) for g in gens])
+        noise = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in gens])
         return t.to(x0.device), noise.to(x0.device)
 
     def augment(self, x0: torch.Tensor) -> torch.Tensor:
@@ -71,16 +85,21 @@ class PriorTrainer:
         x0 = torch.where(flip_h.view(-1, 1, 1, 1).to(x0.device), x0.flip(-1), x0)
         return torch.where(flip_v.view(-1, 1, 1, 1).to(x0.device), x0.flip(-2), x0)
 
-    def step(self, x0: torch.Tensor) -> float:
+    @property
+    def module(self) -> torch.nn.Module:
+        """The UNet itself (unwrapped from DistributedDataParallel when wrapped)."""
+        return getattr(self.unet, "module", self.unet)
+
+    def step(self, x0: torch.Tensor, keys: list[int] | None = None) -> float:
         """One optimiser step on a batch x0 in [−1, 1], (B, C, H, W); returns the loss."""
         x0 = self.augment(x0)
-        t, noise = self.draw(x0)
+        t, noise = self.draw(x0, keys)
         ab = self.alpha_bars.to(x0.device)[t]
         loss = diffusion_loss(self.unet, x0, t, noise, ab, self.train.loss_reduction)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.train.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.unet.parameters(), self.train.grad_clip)
+        max_norm = self.train.grad_clip or float("inf")
+        self.grad_norms.append(float(torch.nn.utils.clip_grad_norm_(self.unet.parameters(), max_norm)))
         self.optimizer.step()
         if self.ema is not None:
             self.ema.step(self.unet.parameters())
@@ -91,7 +110,7 @@ class PriorTrainer:
     def final_unet(self) -> UNet2DModel:
         """The UNet to save: a copy carrying the EMA weights when EMA is on, in eval mode."""
         out = build_unet(self.prior)
-        out.load_state_dict(self.unet.state_dict())
+        out.load_state_dict(self.module.state_dict())
         if self.ema is not None:
             self.ema.copy_to(out.parameters())
         return out.eval().requires_grad_(False)

@@ -12,8 +12,9 @@ from mdps_ray.config import MdpsConfig
 from mdps_ray.core import maps as core_maps
 from mdps_ray.core import scores
 from mdps_ray.io.datasets import ImageRecord
-from mdps_ray.io.loading import iter_batches, load_images, load_masks
+from mdps_ray.io.loading import iter_batches, load_images, load_masks, native_mask_size
 from mdps_ray.local import Evaluation, split_metrics
+from mdps_ray.metrics.alignment import align
 from mdps_ray.models.prior import build_unet
 
 VARIANTS: dict[str, list[str]] = {
@@ -54,10 +55,9 @@ def baseline_evaluation(
             score_list.append(scores.image_score(amap, config.score.method, config.score.k, config.score.fraction))
             map_list.append(amap[:, 0])
     seconds = (time.monotonic() - start) / max(len(test_records), 1)
-    gt = load_masks(test_records, size)[:, 0]
-    if config.maps.crop is not None:
-        gt = core_maps.center_crop(gt, config.maps.crop)
     s, m = torch.cat(score_list).cpu(), torch.cat(map_list).cpu()
+    gt_size = native_mask_size(test_records) or size
+    m, gt = align(m, load_masks(test_records, gt_size)[:, 0], size, config.maps.crop)
     metrics = split_metrics(test_records, s, m, gt)
     metrics["seconds_per_image"] = seconds
     return Evaluation(list(test_records), s, m, gt, metrics, seconds)

@@ -81,3 +81,5 @@ def bottle_root() -> Path:
     if not root.is_dir():
         pytest.skip(f"real data absent: {root} not found (../shared/datasets is provided beside the checkout)")
     return root
+
+pytest_plugins = ["tests.fixtures_infra"]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
+from PIL import Image
 
 from mdps_ray.io.datasets import ImageRecord
 from mdps_ray.io.images import decode_image, decode_mask
@@ -37,3 +39,12 @@ def iter_batches(
     for i in range(0, len(records), batch_size):
         chunk = list(records[i : i + batch_size])
         yield load_images([r.uri for r in chunk], size, storage_options), [r.image_id for r in chunk], chunk
+
+
+def native_mask_size(records: Sequence[ImageRecord], storage_options: dict[str, Any] | None = None) -> int | None:
+    """Side length of the first ground-truth mask (the evaluation grid), or None without masks."""
+    for r in records:
+        if r.mask_uri is not None:
+            with Image.open(io.BytesIO(read_bytes(r.mask_uri, storage_options))) as im:
+                return int(im.size[0])
+    return None

@@ -1,0 +1,77 @@
+"""Throughput of the Ray scoring pipeline against the bare scorer loop, one run, same everything.
+
+    python benchmarks/pipeline.py --images 96
+
+Bare loop: decode + score batch by batch in this process (no writes). Pipeline: `run_score_job`
+on an embedded Ray that is already up (its start-up is printed apart, as a cluster is up in
+production), counting actor start-up, model load, decode tasks, map and Parquet writes, commit
+and the reduce step. Same model (random weights, the default 64 px prior), images, batch size,
+settings. The last line is ``ratio: <pipeline images/s / bare images/s>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from mdps_ray.api import build_scorer
+from mdps_ray.config import apply_overrides
+from mdps_ray.io.checkpoints import save_prior
+from mdps_ray.io.datasets import list_mvtec
+from mdps_ray.io.loading import iter_batches
+from mdps_ray.io.synthetic import make_dataset
+from mdps_ray.io.weights import weights_dir
+from mdps_ray.jobconfig import ScoreJobConfig
+from mdps_ray.models.prior import build_unet
+from mdps_ray.orchestration.cluster import init_ray
+from mdps_ray.orchestration.score_pipeline import run_score_job
+from mdps_ray.presets import DEFAULT
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", type=int, default=96)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--set", dest="overrides", action="append", default=[], help="method override key=value")
+    args = p.parse_args(argv)
+    backbone = "lpips-alex" if (weights_dir() / "lpips-alex.safetensors").exists() else "random"
+    cfg = apply_overrides(DEFAULT, [f"maps.backbone={backbone}", "sampler.mask.threshold=0.05", *args.overrides])
+    with tempfile.TemporaryDirectory() as tmp:
+        n_def = max(1, args.images // 12)
+        root = make_dataset(Path(tmp), size=256, n_train=0, n_test_good=args.images - 3 * n_def,
+                            n_test_defect=n_def)
+        records = list_mvtec(str(root), "test")
+        torch.manual_seed(0)
+        unet = build_unet(cfg.prior)
+        save_prior(unet, cfg, f"{tmp}/model")
+
+        torch.set_num_threads(2)
+        scorer, _ = build_scorer(unet, cfg, "cpu")
+        t0 = time.perf_counter()
+        for y, ids, _ in iter_batches(records, cfg.prior.image_size, args.batch_size):
+            scorer.score(y, ids)
+        bare = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        init_ray()
+        startup = time.perf_counter() - t0
+        job = ScoreJobConfig(model=f"{tmp}/model", data=str(root), out=f"{tmp}/scores", batch_size=args.batch_size)
+        t0 = time.perf_counter()
+        summary = run_score_job(job)
+        ray_time = time.perf_counter() - t0
+    n = len(records)
+    assert summary.n_images == n and summary.n_errors == 0
+    print(f"{n} images of 256 px → {cfg.prior.image_size} px prior, batch {args.batch_size}, backbone {backbone}, "
+          f"n={cfg.sampler.stage2.n_samples}, 2 CPU cores")
+    print(f"bare scorer loop : {bare:7.1f} s  {n / bare:6.3f} images/s")
+    print(f"ray pipeline     : {ray_time:7.1f} s  {n / ray_time:6.3f} images/s  (+{startup:.1f} s embedded Ray start)")
+    print(f"ratio: {bare / ray_time:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,167 @@
+"""Batch scoring work units, plain Python: what a Ray actor wraps and tests call directly.
+
+- :func:`decode_batch` (CPU tasks): read and decode images; failures become error rows.
+- :class:`ScoringWorker` (one per actor): loads the prior, backbone and calibration once;
+  each call scores the decodable images of a batch, writes their maps, and stages one Parquet
+  part with a row per image (ok or error). It returns a small summary.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from mdps_ray.api import Detector
+from mdps_ray.io.images import ImageDecodeError, decode_image
+from mdps_ray.io.results import part_name, rows_to_table, save_map, table_bytes
+from mdps_ray.io.runs import RunPaths
+from mdps_ray.io.uris import join, read_bytes, write_bytes
+from mdps_ray.jobconfig import ScoreJobConfig
+
+Batch = dict[str, np.ndarray]
+
+
+def _text_or_none(value: Any) -> str | None:
+    """A string cell of a numpy batch: None, NaN (how some batches carry nulls) and '' become None."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
+        return None
+    return str(value)
+
+
+def decode_batch(batch: Batch, size: int, max_pixels: int, storage_options: dict[str, Any]) -> Batch:
+    """Add ``pixels`` (N, 3, size, size) float32 in [−1, 1] and ``decode_error`` ('' when fine)."""
+    n = len(batch["uri"])
+    pixels = np.zeros((n, 3, size, size), dtype=np.float32)
+    errors = []
+    for i, uri in enumerate(batch["uri"]):
+        try:
+            pixels[i] = decode_image(read_bytes(str(uri), storage_options), size, max_pixels).numpy()
+            mask_uri = _text_or_none(batch["mask_uri"][i])
+            if mask_uri is not None and not _exists(mask_uri, storage_options):
+                raise ImageDecodeError(f"ground-truth mask not found: {mask_uri}")
+            errors.append("")
+        except FileNotFoundError:
+            errors.append(f"input not found: {uri}")
+        except ImageDecodeError as err:
+            errors.append(str(err))
+    # Nullable strings as '' (a null would come back as NaN, then as the text 'nan', downstream).
+    text = {k: np.array([_text_or_none(v) or "" for v in batch[k]], dtype=object)
+            for k in ("mask_uri", "split", "defect_type")}
+    return {**batch, **text, "pixels": pixels, "decode_error": np.array(errors, dtype=object)}
+
+
+def _exists(uri: str, storage_options: dict[str, Any]) -> bool:
+    from mdps_ray.io.runs import exists
+
+    return exists(uri, storage_options)
+
+
+class ScoringWorker:
+    """Scores batches for one run; holds the model for its whole life (one per actor / GPU)."""
+
+    def __init__(self, job: dict[str, Any], run_id: str, dt: str | None, device: str,
+                 mask_threshold: float | None = None, num_threads: int | None = None,
+                 driver_pid: int | None = None) -> None:
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.job = ScoreJobConfig.model_validate(job)
+        self.paths = RunPaths(self.job.out, run_id)
+        self.dt = dt
+        self.so = self.job.storage_options
+        self.detector = Detector.load(self.job.model, device=device, storage_options=self.so,
+                                      overrides=self.job.method_overrides())
+        self.config = self.detector.config
+        if mask_threshold is not None:
+            self.detector.scorer.mask_threshold = mask_threshold
+        self.config_hash = self.config.digest()
+        self.batches = 0
+        self.driver_pid = driver_pid
+
+    def __call__(self, batch: Batch) -> Batch:
+        start = time.monotonic()
+        ok = [i for i, e in enumerate(batch["decode_error"]) if not e]
+        rows = [self._error_row(batch, i) for i, e in enumerate(batch["decode_error"]) if e]
+        if ok:
+            ids = [str(batch["image_id"][i]) for i in ok]
+            y = torch.from_numpy(np.stack([batch["pixels"][i] for i in ok])).to(self.detector.device)
+            result = self.detector.scorer.score(y, ids)
+            seconds = (time.monotonic() - start) / len(ok)
+            rows += [self._ok_row(batch, i, k, result, seconds) for k, i in enumerate(ok)]
+        write_bytes(join(self.paths.staging, part_name([str(x) for x in batch["image_id"]])),
+                    table_bytes(rows_to_table(rows)), self.so)
+        self.batches += 1
+        self._maybe_die()
+        return {"image_id": np.array([r["image_id"] for r in rows], dtype=object),
+                "status": np.array([r["status"] for r in rows], dtype=object)}
+
+    def _base_row(self, batch: Batch, i: int) -> dict[str, Any]:
+        label = batch["label"][i]
+        return {
+            "run_id": self.paths.run_id, "image_id": str(batch["image_id"][i]), "uri": str(batch["uri"][i]),
+            "category": str(batch["category"][i]), "split": _text_or_none(batch["split"][i]),
+            "defect_type": _text_or_none(batch["defect_type"][i]),
+            "label": None if label is None or (isinstance(label, float) and np.isnan(label)) else int(label),
+            "model_digest": self.detector.model_digest, "config_hash": self.config_hash,
+            "content_key": str(batch["content_key"][i]), "mask_uri": _text_or_none(batch["mask_uri"][i]),
+            "seed": self.config.sampler.seed, "n_samples": self.config.sampler.stage2.n_samples, "dt": self.dt,
+        }
+
+    def _error_row(self, batch: Batch, i: int) -> dict[str, Any]:
+        return {**self._base_row(batch, i), "status": "error", "error": str(batch["decode_error"][i])}
+
+    def _ok_row(self, batch: Batch, i: int, k: int, result: Any, seconds: float) -> dict[str, Any]:
+        row = self._base_row(batch, i)
+        amap = result.anomaly_map[k, 0].float().cpu().numpy()
+        map_uri = None
+        if self.job.write_maps:
+            map_uri = self.paths.map_uri(row["image_id"])
+            save_map(amap, map_uri, self.so)
+        cal = self.detector.calibration
+        mask = result.mask
+        return {
+            **row, "status": "ok", "error": None, "score": float(result.score[k]),
+            "is_anomalous": None if cal is None else bool(result.score[k] > cal.score_threshold),
+            "map_uri": map_uri, "map_max": float(amap.max()), "map_mean": float(amap.mean()),
+            "anomalous_area_fraction": None if mask is None else float(mask[k].float().mean()),
+            "seconds": seconds,
+        }
+
+    def _maybe_die(self) -> None:
+        """Fault injection for tests: after N staged batches, kill the driver, or this actor once."""
+        faults = self.job.faults
+        if faults.kill_driver_after_batches is not None and self.batches >= faults.kill_driver_after_batches:
+            if self.driver_pid:
+                os.kill(self.driver_pid, signal.SIGKILL)
+            os._exit(17)
+        if faults.kill_actor_after_batches is None or self.batches < faults.kill_actor_after_batches:
+            return
+        marker = faults.marker_uri or join(self.paths.root, "_fault_actor_killed")
+        from mdps_ray.io.runs import exists
+
+        if not exists(marker, self.so):
+            write_bytes(marker, b"killed", self.so)
+            os._exit(13)
+
+
+class StageOneRange:
+    """Transductive pass 1: the min and max of each batch's stage-1 maps."""
+
+    def __init__(self, job: dict[str, Any], device: str, num_threads: int | None = None) -> None:
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        jc = ScoreJobConfig.model_validate(job)
+        self.detector = Detector.load(jc.model, device=device, storage_options=jc.storage_options,
+                                      overrides=jc.method_overrides())
+
+    def __call__(self, batch: Batch) -> Batch:
+        ok = [i for i, e in enumerate(batch["decode_error"]) if not e]
+        if not ok:
+            return {"lo": np.array([], dtype=np.float64), "hi": np.array([], dtype=np.float64)}
+        y = torch.from_numpy(np.stack([batch["pixels"][i] for i in ok])).to(self.detector.device)
+        maps = self.detector.scorer.stage1(y, [str(batch["image_id"][i]) for i in ok])
+        return {"lo": np.array([float(maps.min())]), "hi": np.array([float(maps.max())])}

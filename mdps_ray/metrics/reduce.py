@@ -1,0 +1,117 @@
+"""The reduce step: per-shard mergeable states from committed rows and maps → metrics per category.
+
+A shard is any subset of rows; :func:`shard_states` turns it into states that merge by sum or
+concatenation, so the result does not depend on how the rows were split.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mdps_ray.io.images import decode_mask
+from mdps_ray.io.results import load_map
+from mdps_ray.io.uris import read_bytes
+from mdps_ray.metrics.alignment import align
+from mdps_ray.metrics.states import ImageScoreState, PixelCurveState
+
+NUM_BINS = 10_000
+
+
+@dataclass
+class ShardStates:
+    """Mergeable states of one category's shard."""
+
+    images: ImageScoreState
+    pixels: PixelCurveState | None
+    scores: list[float]
+
+    def merge(self, other: ShardStates) -> ShardStates:
+        if self.pixels is None or other.pixels is None:
+            pixels = self.pixels or other.pixels
+        else:
+            pixels = self.pixels.merge(other.pixels)
+        return ShardStates(self.images.merge(other.images), pixels, self.scores + other.scores)
+
+
+def shard_states(rows: list[dict[str, Any]], edges: np.ndarray, image_size: int, crop: int | None,
+                 gt_size: int | None, storage_options: dict[str, Any] | None = None) -> ShardStates:
+    """States from result rows of one category (status ok); maps and masks are read from storage.
+
+    ``gt_size`` is the category's evaluation grid (the masks' native size); None skips pixel metrics.
+    """
+    images = ImageScoreState()
+    pixels = PixelCurveState(edges)
+    has_pixels = False
+    for r in rows:
+        if r["label"] is None:
+            continue
+        images.update([r["label"]], [r["score"]])
+        if gt_size is None or r["map_uri"] is None:
+            continue
+        amap = torch.from_numpy(load_map(r["map_uri"], storage_options))[None]
+        if r["mask_uri"]:
+            gt = decode_mask(read_bytes(r["mask_uri"], storage_options), gt_size)
+        else:
+            gt = torch.zeros((1, gt_size, gt_size), dtype=torch.bool)
+        a, g = align(amap, gt, image_size, crop)
+        pixels.update(g.numpy(), a.numpy())
+        has_pixels = True
+    return ShardStates(images, pixels if has_pixels else None, [float(r["score"]) for r in rows])
+
+
+def mask_size(rows: list[dict[str, Any]], storage_options: dict[str, Any] | None = None) -> int | None:
+    """Native side length of the first ground-truth mask among ``rows`` (None when none has one)."""
+    for r in rows:
+        if r["mask_uri"]:
+            with Image.open(io.BytesIO(read_bytes(r["mask_uri"], storage_options))) as im:
+                return int(im.size[0])
+    return None
+
+
+def finalize(states: ShardStates) -> dict[str, float]:
+    """Metrics of merged states: image AUROC/AP/F1-max, pixel AUROC, AUPRO@0.3, or score quantiles."""
+    labels = states.images.labels
+    out: dict[str, float] = {"n_images": float(len(states.scores)), "n_anomalous": float(sum(labels))}
+    if len(set(labels)) == 2:
+        out.update(states.images.compute())
+        if states.pixels is not None and states.pixels.anomalous.sum() > 0:
+            out.update(states.pixels.compute())
+    if states.scores:
+        s = np.asarray(states.scores)
+        out.update({f"score_q{q:02d}": float(np.quantile(s, q / 100)) for q in (50, 90, 99)})
+    return out
+
+
+def reduce_rows(rows: list[dict[str, Any]], image_size: int, crop: int | None, score_threshold: float | None,
+                storage_options: dict[str, Any] | None = None, shards: int = 1,
+                mapper: Callable[[Iterable[Any]], Iterable[ShardStates]] | None = None) -> dict[str, Any]:
+    """Metrics per category and overall; ``mapper`` runs shard_states in parallel (Ray tasks)."""
+    hi = max((r["map_max"] for r in rows if r["map_max"] is not None), default=1.0)
+    edges = np.linspace(0.0, max(hi, 1e-12) * (1 + 1e-9), NUM_BINS + 1)
+    by_cat: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_cat.setdefault(r["category"], []).append(r)
+    jobs = [(cat, part) for cat, rs in sorted(by_cat.items()) for part in np.array_split(np.arange(len(rs)), shards)
+            if len(part)]
+    sizes = {cat: mask_size(rs, storage_options) for cat, rs in by_cat.items()}
+    args = [([by_cat[cat][i] for i in part], edges, image_size, crop, sizes[cat], storage_options)
+            for cat, part in jobs]
+    results = list(mapper(args)) if mapper else [shard_states(*a) for a in args]
+    merged: dict[str, ShardStates] = {}
+    for (cat, _), st in zip(jobs, results, strict=True):
+        merged[cat] = merged[cat].merge(st) if cat in merged else st
+    out: dict[str, Any] = {"per_category": {c: finalize(s) for c, s in merged.items()}}
+    total = None
+    for s in merged.values():
+        total = s if total is None else total.merge(s)
+    out["overall"] = finalize(total) if total is not None else {"n_images": 0.0}
+    if score_threshold is not None and rows:
+        out["overall"]["fraction_above_threshold"] = float(np.mean([r["score"] > score_threshold for r in rows]))
+    return out

@@ -1,0 +1,64 @@
+"""Joining a Ray cluster, or starting an embedded one, and sizing actor pools from it."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import ray
+import ray.data
+
+OBJECT_STORE_BYTES = 2 * 1024**3
+
+
+def quiet_ray_data() -> None:
+    """No per-operator progress logs: the jobs print their own one-line progress."""
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def init_ray(num_cpus: int | None = None) -> None:
+    """Join the cluster of ``RAY_ADDRESS`` (a submitted job), else start an embedded one on loopback."""
+    quiet_ray_data()
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+        return
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # bind 127.0.0.1 only
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+             object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False)
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    """How many scoring actors, on what device, with which resources each."""
+
+    device: str
+    num_actors: int
+    num_gpus: float
+    num_cpus: float
+    threads: int
+
+
+def plan_pool(device: str, num_actors: int | None) -> PoolPlan:
+    """One actor per GPU; on CPUs, actors with fractional CPUs so decode tasks still get scheduled.
+
+    (On 2 cores, two actors with 1 CPU each deadlock: the read and decode tasks never get a CPU.
+    Actors here share CPUs − 1, so one CPU always stays free for Ray Data's own tasks.)
+    """
+    res = ray.cluster_resources()
+    gpus, cpus = int(res.get("GPU", 0)), float(res.get("CPU", 1))
+    use_gpu = device == "cuda" or (device == "auto" and gpus > 0)
+    if use_gpu:
+        if gpus == 0:
+            raise ValueError("expected GPUs in the Ray cluster for device=cuda, got none; use device=cpu")
+        n = num_actors or gpus
+        return PoolPlan("cuda", n, 1.0, 1.0, max(1, int(cpus // n) - 1))
+    n = num_actors or max(1, int(cpus // 2))
+    per_actor = max(0.1, min(1.0, (cpus - 1.0) / n))
+    return PoolPlan("cpu", n, 0.0, round(per_actor, 2), max(1, int(cpus // n)))

@@ -1,0 +1,264 @@
+"""The scoring job on Ray Data: manifest → decode (CPU tasks) → score (actor pool) → staged parts
+→ commit → reduce (Ray tasks) → metrics.json, run.json, _SUCCESS.
+
+Resumable and exactly once: every image lands in a staged part named by its batch's image ids;
+a rerun with the same run id skips staged images; the commit compacts parts, keeps one row per
+image and writes the marker last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+
+from mdps_ray import __version__
+from mdps_ray.batch import ScoringWorker, StageOneRange, decode_batch
+from mdps_ray.calibration import Calibration
+from mdps_ray.config import MdpsConfig, apply_overrides, validate
+from mdps_ray.core.masking import transductive_threshold
+from mdps_ray.io.checkpoints import load_calibration
+from mdps_ray.io.manifest import build_manifest, list_records
+from mdps_ray.io.results import read_table, table_bytes
+from mdps_ray.io.runs import (
+    RunPaths,
+    commit,
+    committed_runs,
+    exists,
+    read_json,
+    read_results,
+    remove,
+    staged_rows,
+    write_json,
+)
+from mdps_ray.io.uris import join, write_bytes
+from mdps_ray.jobconfig import ScoreJobConfig
+from mdps_ray.metrics.reduce import reduce_rows, shard_states
+from mdps_ray.orchestration.cluster import PoolPlan, init_ray, plan_pool
+
+
+class Progress:
+    """One stderr line at most every ``every`` seconds: done/total, rate, time left."""
+
+    def __init__(self, total: int, verb: str, every: float = 10.0) -> None:
+        self.total, self.verb, self.every = total, verb, every
+        self.done, self.start, self.last = 0, time.monotonic(), time.monotonic()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            self._print(now)
+
+    def close(self) -> None:
+        self._print(time.monotonic())
+
+    def _print(self, now: float) -> None:
+        rate = self.done / max(now - self.start, 1e-9)
+        left = (self.total - self.done) / rate if rate > 0 else float("nan")
+        print(f"{self.verb} {self.done}/{self.total} images, {rate:.2f} images/s, ~{left:.0f} s left",
+              file=sys.stderr, flush=True)
+
+
+class RunFailed(RuntimeError):
+    """The run finished but must not be committed (too many bad inputs, missing images)."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_dir: str
+    n_images: int
+    n_errors: int
+    n_scored_now: int
+    metrics: dict[str, Any]
+
+
+def _method_config(job: ScoreJobConfig) -> tuple[MdpsConfig, str, Calibration | None]:
+    meta = read_json(join(job.model, "mdps.json"), job.storage_options)
+    stored = validate(MdpsConfig, meta["config"], source=f"{job.model}/mdps.json")
+    cfg = apply_overrides(stored, job.method_overrides())
+    return cfg, meta["weights_digest"], load_calibration(job.model, job.storage_options)
+
+
+def default_run_id(job: ScoreJobConfig, model_digest: str, config_hash: str, dt: str | None) -> str:
+    """Deterministic: the same data, model, config (and nightly date) give the same run id."""
+    key = f"{job.data}|{job.split}|{model_digest}|{config_hash}|{dt or ''}"
+    prefix = f"nightly-{dt}" if job.incremental else "run"
+    return f"{prefix}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def _manifest(job: ScoreJobConfig, paths: RunPaths, cfg_hash: str, digest: str) -> pa.Table:
+    """Read the run's manifest (resume) or list the dataset once and write it."""
+    so = job.storage_options
+    if exists(paths.manifest, so):
+        return read_table(paths.manifest, so)
+    table = build_manifest(list_records(job.data, job.layout, job.split, so), so)
+    if job.incremental:
+        table = _only_new(table, job.out, digest, cfg_hash, so)
+    write_bytes(paths.manifest, table_bytes(table), so)
+    return table
+
+
+def _only_new(table: pa.Table, out: str, digest: str, cfg_hash: str, so: dict[str, Any]) -> pa.Table:
+    """Drop images already scored (same content key, model digest, config hash) in committed runs."""
+    done: set[str] = set()
+    for run_id in committed_runs(out, so):
+        rows = read_results(RunPaths(out, run_id), so)
+        same = pc.and_(pc.equal(rows.column("model_digest"), digest), pc.equal(rows.column("config_hash"), cfg_hash))
+        done |= set(rows.filter(same).column("content_key").to_pylist())
+    keep = [k not in done for k in table.column("content_key").to_pylist()]
+    return table.filter(pa.array(keep, type=pa.bool_()))
+
+
+def run_score_job(job: ScoreJobConfig) -> RunSummary:
+    """Score ``job.data`` into ``<out>/<run_id>/`` on the current Ray cluster; returns the summary."""
+    start = time.monotonic()
+    so = job.storage_options
+    cfg, digest, calibration = _method_config(job)
+    cfg_hash = cfg.digest()
+    dt = (job.date or datetime.now(UTC).strftime("%Y-%m-%d")) if job.incremental else job.date
+    paths = RunPaths(job.out, job.run_id or default_run_id(job, digest, cfg_hash, dt))
+    if exists(paths.success, so):  # committed already: nothing to redo
+        record = read_json(paths.run_json, so)
+        return RunSummary(paths.root, record["counts"]["rows"], record["counts"]["errors"], 0,
+                          read_json(paths.metrics, so))
+    manifest = _manifest(job, paths, cfg_hash, digest)
+    init_ray()
+    plan = plan_pool(job.device, job.num_actors)
+    done = set(staged_rows(paths, so).column("image_id").to_pylist())
+    pending = manifest.filter(pa.array([i not in done for i in manifest.column("image_id").to_pylist()]))
+    threshold = None
+    if cfg.sampler.mask.mode == "transductive":
+        threshold = _transductive_threshold(job, cfg, manifest, plan, paths)
+    scored = _score(job, cfg, pending, plan, paths, dt, threshold) if pending.num_rows else 0
+    table = staged_rows(paths, so)
+    _check_complete(manifest, table, job.max_error_fraction)
+    commit(paths, table, so)
+    metrics = _reduce(table, cfg, calibration, so)
+    n_err = int(pc.sum(pc.equal(table.column("status"), "error")).as_py() or 0)
+    write_json(paths.metrics, metrics, so)
+    write_json(paths.run_json, _run_record(job, cfg, digest, cfg_hash, calibration, plan, table, n_err,
+                                           scored, time.monotonic() - start, dt), so)
+    write_bytes(paths.success, b"", so)
+    remove(paths.staging, so)
+    return RunSummary(paths.root, table.num_rows, n_err, scored, metrics)
+
+
+def _pipeline(job: ScoreJobConfig, cfg: MdpsConfig, table: pa.Table, plan: PoolPlan) -> ray.data.Dataset:
+    # Pre-sliced blocks: a repartition would schedule 1-CPU tasks that small clusters cannot fit.
+    blocks = max(1, min(table.num_rows, 4 * plan.num_actors, -(-table.num_rows // job.batch_size)))
+    step = -(-table.num_rows // blocks)
+    ds = ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)])
+    return ds.map_batches(decode_batch, batch_size=job.batch_size, num_cpus=0.25, fn_kwargs={
+        "size": cfg.prior.image_size, "max_pixels": job.max_pixels, "storage_options": job.storage_options})
+
+
+def _actor_args(plan: PoolPlan) -> dict[str, Any]:
+    return {"compute": ray.data.ActorPoolStrategy(size=plan.num_actors), "num_gpus": plan.num_gpus or None,
+            "num_cpus": plan.num_cpus, "max_restarts": -1, "max_task_retries": -1}
+
+
+def _score(job: ScoreJobConfig, cfg: MdpsConfig, pending: pa.Table, plan: PoolPlan, paths: RunPaths,
+           dt: str | None, threshold: float | None) -> int:
+    ds = _pipeline(job, cfg, pending, plan).map_batches(
+        ScoringWorker, batch_size=job.batch_size, **_actor_args(plan),
+        fn_constructor_kwargs={"job": job.model_dump(mode="json"), "run_id": paths.run_id, "dt": dt,
+                               "device": plan.device, "mask_threshold": threshold, "num_threads": plan.threads,
+                               "driver_pid": os.getpid()})
+    progress = Progress(pending.num_rows, "scored")
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        progress.update(len(batch["image_id"]))
+    progress.close()
+    return progress.done
+
+
+def _transductive_threshold(job: ScoreJobConfig, cfg: MdpsConfig, manifest: pa.Table, plan: PoolPlan,
+                            paths: RunPaths) -> float:
+    """Pass 1 over the whole set: min/max of stage-1 maps (global reduce), stored for resumes."""
+    uri = join(paths.staging, "transductive_threshold.json")
+    if exists(uri, job.storage_options):
+        return float(read_json(uri, job.storage_options)["threshold"])
+    ds = _pipeline(job, cfg, manifest, plan).map_batches(
+        StageOneRange, batch_size=job.batch_size, **_actor_args(plan),
+        fn_constructor_kwargs={"job": job.model_dump(mode="json"), "device": plan.device,
+                               "num_threads": plan.threads})
+    lo, hi = float("inf"), float("-inf")
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        if len(batch["lo"]):
+            lo, hi = min(lo, float(batch["lo"].min())), max(hi, float(batch["hi"].max()))
+    threshold = transductive_threshold(lo, hi, cfg.sampler.mask.fraction)
+    write_json(uri, {"lo": lo, "hi": hi, "threshold": threshold}, job.storage_options)
+    return threshold
+
+
+def _check_complete(manifest: pa.Table, table: pa.Table, max_error_fraction: float) -> None:
+    expected = set(manifest.column("image_id").to_pylist())
+    got = set(table.column("image_id").to_pylist())
+    if expected - got:
+        raise RunFailed(f"expected a row for each of {len(expected)} inputs, {len(expected - got)} are missing")
+    n_err = int(pc.sum(pc.equal(table.column("status"), "error")).as_py() or 0)
+    if expected and n_err / len(expected) > max_error_fraction:
+        raise RunFailed(f"{n_err} of {len(expected)} inputs could not be scored "
+                        f"({n_err / len(expected):.1%} > max_error_fraction {max_error_fraction:.1%}); see errors/")
+
+
+@ray.remote(num_cpus=0.25)
+def _shard_task(*args: Any) -> Any:
+    return shard_states(*args)
+
+
+def _reduce(table: pa.Table, cfg: MdpsConfig, calibration: Calibration | None, so: dict[str, Any]) -> dict[str, Any]:
+    rows = table.filter(pc.equal(table.column("status"), "ok")).to_pylist()
+
+    def mapper(args: Any) -> Any:
+        return ray.get([_shard_task.remote(*a) for a in args])
+
+    return reduce_rows(rows, cfg.prior.image_size, cfg.maps.crop,
+                       calibration.score_threshold if calibration else None, so, shards=4, mapper=mapper)
+
+
+def _run_record(job: ScoreJobConfig, cfg: MdpsConfig, digest: str, cfg_hash: str, cal: Calibration | None,
+                plan: PoolPlan, table: pa.Table, n_err: int, scored: int, seconds: float, dt: str | None
+                ) -> dict[str, Any]:
+    import torch
+
+    return {
+        "mdps_ray_version": __version__, "torch": torch.__version__, "ray": ray.__version__,
+        "python": platform.python_version(), "job": job.redacted(), "method": cfg.model_dump(mode="json"),
+        "model_digest": digest, "config_hash": cfg_hash, "calibration": None if cal is None else cal.to_json(),
+        "pool": plan.__dict__, "counts": {"rows": table.num_rows, "errors": n_err, "scored_this_attempt": scored},
+        "seconds": seconds, "dt": dt, "finished_at": datetime.now(UTC).isoformat(),
+        "score_stats": _score_stats(table), "drift": _drift(table, cal),
+    }
+
+
+def _score_stats(table: pa.Table) -> dict[str, float]:
+    s = np.asarray([v for v in table.column("score").to_pylist() if v is not None], dtype=np.float64)
+    if not len(s):
+        return {}
+    return {"mean": float(s.mean()), "std": float(s.std()), "q50": float(np.quantile(s, 0.5)),
+            "q90": float(np.quantile(s, 0.9)), "q99": float(np.quantile(s, 0.99))}
+
+
+def _drift(table: pa.Table, cal: Calibration | None) -> dict[str, float] | None:
+    """Today's score distribution against the calibration's normal scores (a shift in normal units)."""
+    stats = _score_stats(table)
+    if cal is None or not stats or not cal.score_stats:
+        return None
+    ref = cal.score_stats
+    std = ref.get("std") or 1e-12
+    return {"mean_shift_in_std": (stats["mean"] - ref["mean"]) / std, "median_today": stats["q50"],
+            "median_calibration": ref.get("q500", float("nan")),
+            "fraction_above_threshold": float(np.mean([v > cal.score_threshold for v in
+                                                       table.column("score").to_pylist() if v is not None]))}

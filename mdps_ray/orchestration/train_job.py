@@ -1,0 +1,207 @@
+"""The training job: per category, check inputs, train on Ray Train, save the model, calibrate.
+
+Output per category: ``<model>/`` (diffusers layout, EMA weights when enabled), ``calibration.json``,
+``model_card.json``, ``loss_curve.csv`` and ``loss_curve.png``; the model is ``<out>/model`` for one
+category and ``<out>/<category>/model`` for several.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tempfile
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import ray
+import ray.train
+import torch
+from PIL import Image
+from ray.train.torch import TorchTrainer
+from safetensors.torch import load_file
+
+from mdps_ray import __version__
+from mdps_ray.api import build_scorer
+from mdps_ray.calibration import Calibration
+from mdps_ray.config import MdpsConfig, apply_overrides
+from mdps_ray.io.checkpoints import save_calibration, save_prior
+from mdps_ray.io.datasets import ImageRecord
+from mdps_ray.io.images import decode_image
+from mdps_ray.io.manifest import list_records
+from mdps_ray.io.uris import filesystem, join, read_bytes, write_bytes
+from mdps_ray.jobconfig import TrainJobConfig
+from mdps_ray.local import calibrate_local, split_holdout
+from mdps_ray.models.prior import build_unet
+from mdps_ray.orchestration.cluster import init_ray
+from mdps_ray.orchestration.train_loop import train_func, write_loss_files
+from mdps_ray.presets import preset
+
+
+class TrainInputError(ValueError):
+    """Bad training input found before any training starts."""
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    category: str
+    model_uri: str
+    steps: int
+    final_loss: float
+    seconds: float
+    calibration: Calibration | None
+
+
+def _check_images(records: list[ImageRecord], so: dict[str, Any], where: str) -> list[ImageRecord]:
+    """Keep readable images; refuse when none is; warn (with a count) about mixed sizes."""
+    sizes: Counter[tuple[int, int]] = Counter()
+    ok, bad = [], 0
+    for r in records:
+        try:
+            with Image.open(io.BytesIO(read_bytes(r.uri, so))) as im:
+                im.verify()
+                sizes[im.size] += 1
+            ok.append(r)
+        except Exception:
+            bad += 1
+    if not ok:
+        raise TrainInputError(f"expected readable training images in {where}, got none of {len(records)}")
+    if bad:
+        warnings.warn(f"{bad} unreadable training images in {where} skipped", stacklevel=2)
+    if len(sizes) > 1:
+        common, _ = sizes.most_common(1)[0]
+        others = sum(n for s, n in sizes.items() if s != common)
+        warnings.warn(f"{others} training images in {where} differ from the common size {common[0]}x{common[1]}; "
+                      "all are resized to the prior's size", stacklevel=2)
+    return ok
+
+
+def _check_writable(uri: str, so: dict[str, Any]) -> None:
+    probe = join(uri, ".mdps_write_probe")
+    try:
+        write_bytes(probe, b"ok", so)
+        fs, path = filesystem(probe, so)
+        fs.rm(path)
+    except Exception as err:
+        raise TrainInputError(f"expected a writable output location {uri}, got {type(err).__name__}: {err}") from None
+
+
+def _records(job: TrainJobConfig, root: str) -> list[ImageRecord]:
+    try:
+        records = [r for r in list_records(root, job.layout, job.split, job.storage_options) if r.label in (0, None)]
+    except FileNotFoundError as err:
+        raise TrainInputError(str(err)) from None
+    if not records:
+        raise TrainInputError(f"expected normal training images under {root} (split {job.split!r}), found none")
+    return _check_images(records, job.storage_options, root)
+
+
+def decode_for_training(batch: dict[str, np.ndarray], size: int, storage_options: dict[str, Any]
+                        ) -> dict[str, np.ndarray]:
+    """CPU task: bytes → (N, 3, size, size) uint8 at the prior's resolution."""
+    pixels = np.stack([((decode_image(read_bytes(str(u), storage_options), size).numpy() + 1.0) * 127.5)
+                       .round().clip(0, 255).astype(np.uint8) for u in batch["uri"]])
+    return {"pixels": pixels, "key": batch["key"]}
+
+
+def _storage(job: TrainJobConfig) -> tuple[str, pafs.FileSystem | None]:
+    """Ray Train storage: ``<out>/_train``; remote URIs go through the same fsspec options."""
+    uri = join(job.out, "_train")
+    if "://" not in uri or uri.startswith("file://"):
+        return str(Path(uri.removeprefix("file://")).resolve()), None
+    fs, path = filesystem(uri, job.storage_options)
+    return path, pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+
+
+def _trainer(job: TrainJobConfig, method: MdpsConfig, train: list[ImageRecord], run_name: str) -> TorchTrainer:
+    table = pa.table({"uri": [r.uri for r in train], "key": list(range(len(train)))})
+    step = max(1, -(-table.num_rows // max(2, 2 * job.num_workers)))
+    ds = ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)]).map_batches(
+        decode_for_training, batch_size=16, num_cpus=0.25,
+        fn_kwargs={"size": method.prior.image_size, "storage_options": job.storage_options})
+    cpus = float(ray.cluster_resources().get("CPU", 1))
+    per_worker = 1.0 if job.use_gpu else max(0.1, min(1.0, (cpus - 1.0) / job.num_workers))
+    storage_path, storage_fs = _storage(job)
+    return TorchTrainer(
+        train_func,
+        train_loop_config={
+            "method": method.model_dump(mode="json"), "max_steps": job.max_steps,
+            "max_seconds": None if job.max_minutes is None else job.max_minutes * 60,
+            "checkpoint_every": job.checkpoint_every, "kill_worker_at_step": job.faults.kill_worker_at_step,
+            "kill_marker": str(Path(tempfile.gettempdir()) / f"mdps-kill-{run_name}"),
+        },
+        scaling_config=ray.train.ScalingConfig(num_workers=job.num_workers, use_gpu=job.use_gpu,
+                                               resources_per_worker={"CPU": round(per_worker, 2)}),
+        run_config=ray.train.RunConfig(
+            name=run_name, storage_path=storage_path, storage_filesystem=storage_fs,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=job.keep_checkpoints),
+            failure_config=ray.train.FailureConfig(max_failures=job.max_failures)),
+        datasets={"train": ds},
+    )
+
+
+def _final_unet(method: MdpsConfig, checkpoint_dir: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    unet = build_unet(method.prior)
+    unet.load_state_dict(load_file(str(checkpoint_dir / "model.safetensors")))
+    meta = json.loads((checkpoint_dir / "state.json").read_text())
+    ema_file = checkpoint_dir / "ema.safetensors"
+    if method.train.ema_decay and ema_file.exists():
+        shadows = load_file(str(ema_file))
+        with torch.no_grad():
+            for i, p in enumerate(unet.parameters()):
+                p.copy_(shadows[f"ema.{i}"])
+    return unet.eval().requires_grad_(False), meta
+
+
+def train_category(job: TrainJobConfig, method: MdpsConfig, root: str, category: str, model_uri: str
+                   ) -> TrainedModel:
+    so = job.storage_options
+    records = _records(job, root)
+    train, holdout = split_holdout(records, job.holdout_fraction)
+    _check_writable(model_uri, so)
+    run_name = job.run_name or "train-" + hashlib.sha256(f"{model_uri}|{method.digest()}".encode()).hexdigest()[:12]
+    start = time.monotonic()
+    init_ray()
+    result = _trainer(job, method, train, run_name).fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"training of {category} produced no checkpoint")
+    with result.checkpoint.as_directory() as d:
+        unet, meta = _final_unet(method, Path(d))
+    digest = save_prior(unet, method, model_uri, so)
+    losses = [float(v) for v in meta["losses"]]
+    write_loss_files(losses, model_uri, so)
+    calibration = None
+    if job.calibrate:
+        scorer, _ = build_scorer(unet, method, "cpu")
+        calibration = calibrate_local(scorer, holdout, 8, torch.device("cpu"), target_fpr=job.target_fpr,
+                                      config_hash=method.digest(), model_digest=digest)
+        save_calibration(calibration, model_uri, so)
+    seconds = time.monotonic() - start
+    card = {
+        "category": category, "config": method.model_dump(mode="json"), "config_hash": method.digest(),
+        "weights_digest": digest, "steps": meta["step"], "train_seconds": meta["elapsed"], "wall_seconds": seconds,
+        "final_loss": float(np.mean(losses[-50:])) if losses else None, "n_train": len(train),
+        "n_holdout": len(holdout), "ema_decay": method.train.ema_decay, "num_workers": job.num_workers,
+        "data_manifest_sha256": hashlib.sha256("\n".join(sorted(r.uri for r in train)).encode()).hexdigest(),
+        "versions": {"mdps_ray": __version__, "torch": torch.__version__, "ray": ray.__version__},
+        "job": job.redacted(), "run_name": run_name, "starts": meta.get("starts", []),
+        "last_grad_norm": (meta.get("grad_norms") or [None])[-1],
+    }
+    write_bytes(join(model_uri, "model_card.json"), json.dumps(card, indent=2, sort_keys=True).encode(), so)
+    return TrainedModel(category, model_uri, int(meta["step"]), card["final_loss"] or float("nan"), seconds,
+                        calibration)
+
+
+def run_train_job(job: TrainJobConfig) -> list[TrainedModel]:
+    """Train every category of the job, one after another."""
+    method = apply_overrides(preset(job.preset), [f"{k}={v}" for k, v in job.method.items()])
+    if not job.categories:
+        return [train_category(job, method, job.data, job.data.rstrip("/").rsplit("/", 1)[-1], join(job.out, "model"))]
+    return [train_category(job, method, join(job.data, c), c, join(job.out, c, "model")) for c in job.categories]

@@ -1,0 +1,129 @@
+"""Distributed DDIM training on Ray Train: images streamed from Ray Data, DDP, checkpoints, resume.
+
+Touch points with Ray (the loop itself is :class:`mdps_ray.training.PriorTrainer`):
+1. the training images are a Ray Data dataset, decoded and resized in CPU tasks, split per worker;
+2. ``prepare_model`` wraps the UNet in DDP (gloo on CPU, NCCL on GPU);
+3. every K steps rank 0 writes a checkpoint (safetensors + JSON) and all ranks ``report``;
+4. ``get_checkpoint`` restores the newest one after a worker failure or on a rerun;
+5. ``ScalingConfig`` / ``RunConfig(storage_path)`` / ``FailureConfig(max_failures)``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import ray.train
+import ray.train.torch
+import torch
+
+from mdps_ray.config import MdpsConfig
+from mdps_ray.io.train_state import load_state, save_state
+from mdps_ray.io.uris import write_bytes
+from mdps_ray.models.prior import build_unet
+from mdps_ray.training import PriorTrainer
+
+
+def _shard_images(size: int) -> tuple[torch.Tensor, list[int]]:
+    """This worker's images (N, 3, H, W) uint8 and their global keys, materialised once."""
+    shard = ray.train.get_dataset_shard("train")
+    images, keys = [], []
+    for batch in shard.iter_batches(batch_size=64, batch_format="numpy"):
+        images.append(batch["pixels"])
+        keys.extend(int(k) for k in batch["key"])
+    if not images:
+        raise ValueError("expected training images on every worker, got an empty shard; use fewer workers")
+    return torch.from_numpy(np.concatenate(images)), keys
+
+
+def _batch(images: torch.Tensor, keys: list[int], per_worker: int, seed: int, step: int, rank: int
+           ) -> tuple[torch.Tensor, list[int]]:
+    """The batch of step ``step``: a function of (seed, step, rank), so the data position resumes."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step * 101 + rank)
+    n = images.shape[0]
+    idx = torch.randperm(n, generator=g)[:per_worker] if per_worker <= n else torch.randint(0, n, (per_worker,),
+                                                                                           generator=g)
+    return images[idx].float() / 127.5 - 1.0, [keys[int(i)] for i in idx]
+
+
+def _stop_flag(stop: bool, device: torch.device) -> bool:
+    """Rank 0 decides; every rank follows (DDP must take the same number of steps everywhere)."""
+    if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return stop
+    flag = torch.tensor([1 if stop else 0], device=device)
+    torch.distributed.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
+def train_func(config: dict[str, Any]) -> None:
+    """The per-worker loop (Ray Train ``train_loop_per_worker``)."""
+    method = MdpsConfig.model_validate(config["method"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    images, keys = _shard_images(method.prior.image_size)
+    torch.manual_seed(method.train.seed)
+    trainer = PriorTrainer(build_unet(method.prior).to(device), method.prior, method.train,
+                           torch.Generator().manual_seed(method.train.seed))
+    elapsed = 0.0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            elapsed = load_state(trainer, Path(d))
+    trainer.starts.append(trainer.step_count)
+    trainer.unet = ray.train.torch.prepare_model(trainer.unet)
+    per_worker = max(1, method.train.batch_size // world)
+    budget = config["max_seconds"]
+    start = time.monotonic() - elapsed
+    since_report = 0
+    while True:
+        stop = trainer.step_count >= config["max_steps"] or (budget is not None and time.monotonic() - start > budget)
+        if _stop_flag(stop, device):
+            break
+        x0, batch_keys = _batch(images, keys, per_worker, method.train.seed, trainer.step_count, rank)
+        trainer.step(x0.to(device), batch_keys)
+        _maybe_kill(config, trainer.step_count, rank)
+        since_report += 1
+        if trainer.step_count % config["checkpoint_every"] == 0:
+            _report(trainer, time.monotonic() - start, rank, since_report)
+            since_report = 0
+    if since_report or trainer.step_count == 0:
+        _report(trainer, time.monotonic() - start, rank, since_report)
+
+
+def _report(trainer: PriorTrainer, elapsed: float, rank: int, n_steps: int) -> None:
+    window = trainer.losses[-max(n_steps, 1):] or [float("nan")]
+    metrics = {"step": trainer.step_count, "loss": float(np.mean(window)), "elapsed": elapsed}
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = None
+        if rank == 0:
+            save_state(trainer, Path(tmp), elapsed)
+            ckpt = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=ckpt)
+
+
+def _maybe_kill(config: dict[str, Any], step: int, rank: int) -> None:
+    """Fault injection: one worker exits once at a chosen step (a marker makes it once only)."""
+    at, marker = config.get("kill_worker_at_step"), config.get("kill_marker")
+    if at is None or step != at or rank != 0 or marker is None or os.path.exists(marker):
+        return
+    Path(marker).parent.mkdir(parents=True, exist_ok=True)
+    Path(marker).write_text("killed")
+    os._exit(13)
+
+
+def write_loss_files(losses: list[float], uri: str, storage_options: dict[str, Any]) -> None:
+    """loss_curve.csv and loss_curve.png (per-step loss and a 50-step moving average)."""
+    from mdps_ray.io.plots import line_plot
+
+    lines = ["step,loss"] + [f"{i + 1},{v:.6g}" for i, v in enumerate(losses)]
+    write_bytes(f"{uri}/loss_curve.csv", ("\n".join(lines) + "\n").encode(), storage_options)
+    k = 50
+    smooth = np.convolve(losses, np.ones(k) / k, mode="valid").tolist() if len(losses) >= k else losses
+    write_bytes(f"{uri}/loss_curve.png", line_plot(smooth, "training loss (50-step mean)", "step", "loss"),
+                storage_options)

@@ -1,0 +1,130 @@
+"""Real infrastructure for tests: moto's S3 server on loopback, Ray clusters (embedded, and `ray start`)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+VENV_BIN = Path(sys.executable).parent
+FAKE_SECRET = "FAKE-SECRET-do-not-log-0123456789abcdef"
+RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class S3Server:
+    """moto_server on 127.0.0.1:<free port>, with one bucket."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.bucket = "mdps-test"
+        self.proc = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            self.stop()
+            raise RuntimeError("moto_server did not start within 30 s")
+        self.fs().mkdir(self.bucket)
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        return {"key": "test", "secret": FAKE_SECRET, "client_kwargs": {"endpoint_url": self.endpoint}}
+
+    def fs(self) -> Any:
+        import s3fs
+
+        return s3fs.S3FileSystem(**self.storage_options)
+
+    def upload(self, local: Path, prefix: str) -> str:
+        self.fs().put(str(local), f"{self.bucket}/{prefix}", recursive=True)
+        return f"s3://{self.bucket}/{prefix}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+    server = S3Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[None]:
+    """One embedded Ray for the session (2 CPUs), shut down at the end."""
+    import ray
+
+    for k, v in RAY_ENV.items():
+        os.environ.setdefault(k, v)
+    from mdps_ray.orchestration.cluster import init_ray
+
+    init_ray(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+class HeadNode:
+    """`ray start --head` on 127.0.0.1 with its own temp dir; stopped by killing only its processes."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.env = {**os.environ, **RAY_ENV}
+        self.env.pop("RAY_ADDRESS", None)
+        self.port = free_port()
+        self.dashboard_port = free_port()
+        self.temp_dir = tmp / "ray"
+        cmd = [str(VENV_BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={self.port}",
+               "--num-cpus=2", f"--dashboard-port={self.dashboard_port}", "--dashboard-host=127.0.0.1",
+               "--include-dashboard=true", f"--temp-dir={self.temp_dir}", "--disable-usage-stats",
+               "--object-store-memory=1000000000"]
+        subprocess.run(cmd, env=self.env, check=True, capture_output=True, timeout=120)
+        self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
+
+    def submit(self, entrypoint: list[str], working_dir: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+        cmd = [str(VENV_BIN / "ray"), "job", "submit", f"--address={self.dashboard}",
+               f"--working-dir={working_dir}", "--", *entrypoint]
+        return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
+
+    def stop(self) -> None:
+        """Kill only this cluster's processes (`ray stop` would stop every Ray of the user)."""
+        marker = str(self.temp_dir)
+        for _ in range(3):
+            pids = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline_has(p, marker)]
+            for p in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(p.name), signal.SIGKILL)
+            if not pids:
+                break
+            time.sleep(1)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _cmdline_has(proc: Path, marker: str) -> bool:
+    try:
+        return marker in (proc / "cmdline").read_bytes().decode(errors="ignore")
+    except OSError:
+        return False

@@ -1,0 +1,191 @@
+"""The scoring job on a real Ray (embedded) and a real S3 API (moto), end to end."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from mdps_ray.cli import main
+from mdps_ray.config import MapConfig, MdpsConfig
+from mdps_ray.io.checkpoints import save_calibration, save_prior
+from mdps_ray.io.datasets import list_mvtec
+from mdps_ray.io.results import RESULT_SCHEMA
+from mdps_ray.io.runs import RunPaths, read_results
+from mdps_ray.jobconfig import ScoreJobConfig
+from mdps_ray.local import calibrate_local
+from mdps_ray.orchestration.score_pipeline import run_score_job
+from tests.conftest import TINY_PRIOR, make_scorer, tiny_sampler
+from tests.fixtures_infra import FAKE_SECRET
+
+pytestmark = pytest.mark.slow
+CONFIG = MdpsConfig(prior=TINY_PRIOR, sampler=tiny_sampler(), maps=MapConfig(backbone="random", blur_sigma=1.0))
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_unet: torch.nn.Module, synthetic_root: Path) -> Path:
+    model = tmp_path_factory.mktemp("model") / "model"
+    digest = save_prior(tiny_unet, CONFIG, str(model))  # type: ignore[arg-type]
+    holdout = list_mvtec(str(synthetic_root), "train")[:6]
+    cal = calibrate_local(make_scorer(tiny_unet), holdout, 8, torch.device("cpu"), model_digest=digest)
+    save_calibration(cal, str(model))
+    return model
+
+
+def _scores(run_dir: str, so: dict | None = None) -> dict[str, float]:
+    out, _, run_id = run_dir.rpartition("/")
+    rows = read_results(RunPaths(out, run_id), so).to_pylist()
+    return {r["image_id"]: r["score"] for r in rows}
+
+
+def test_scores_an_s3_dataset_once_per_image_and_leaks_no_secret(
+    s3, ray_local, tiny_model: Path, synthetic_root: Path
+) -> None:
+    data = s3.upload(synthetic_root, "data/synthetic")
+    model = s3.upload(tiny_model, "models/tiny")
+    job = ScoreJobConfig(model=model, data=data, out=f"s3://{s3.bucket}/scores", storage_options=s3.storage_options)
+    summary = run_score_job(job)
+    fs = s3.fs()
+    root = summary.run_dir.removeprefix("s3://")
+    for name in ("_SUCCESS", "metrics.json", "run.json", "manifest.parquet"):
+        assert fs.exists(f"{root}/{name}"), name
+    assert not fs.exists(f"{root}/_staging")
+    tables = [pq.read_table(io.BytesIO(fs.cat_file(p))) for p in fs.find(f"{root}/results") if p.endswith(".parquet")]
+    rows = [r for t in tables for r in t.to_pylist()]
+    n_test = len(list_mvtec(str(synthetic_root), "test"))
+    assert len(rows) == n_test == len({r["image_id"] for r in rows})
+    for t in tables:
+        assert t.schema.remove_metadata().equals(RESULT_SCHEMA.remove_metadata())
+    assert all(r["status"] == "ok" and r["map_uri"].startswith("s3://") for r in rows)
+    for path in fs.find(f"{s3.bucket}/"):
+        assert FAKE_SECRET.encode() not in fs.cat_file(path), path
+
+
+def test_one_and_two_actors_give_identical_scores(ray_local, tiny_model: Path, synthetic_root: Path,
+                                                   tmp_path: Path) -> None:
+    base = dict(model=str(tiny_model), data=str(synthetic_root), out=str(tmp_path), batch_size=3)
+    one = run_score_job(ScoreJobConfig(**base, run_id="one", num_actors=1))
+    two = run_score_job(ScoreJobConfig(**base, run_id="two", num_actors=2))
+    a, b = _scores(one.run_dir), _scores(two.run_dir)
+    assert a.keys() == b.keys() and all(abs(a[k] - b[k]) <= 1e-6 for k in a)
+
+
+def test_a_killed_actor_is_replaced_and_every_image_lands_once(ray_local, tiny_model: Path,
+                                                               synthetic_root: Path, tmp_path: Path) -> None:
+    base = dict(model=str(tiny_model), data=str(synthetic_root), out=str(tmp_path), batch_size=2, num_actors=1)
+    clean = run_score_job(ScoreJobConfig(**base, run_id="clean"))
+    faulty = run_score_job(ScoreJobConfig(**base, run_id="faulty", faults={"kill_actor_after_batches": 1}))
+    assert (tmp_path / "faulty" / "_fault_actor_killed").exists()
+    rows = read_results(RunPaths(str(tmp_path), "faulty")).column("image_id").to_pylist()
+    assert len(rows) == len(set(rows)) == clean.n_images
+    a, b = _scores(clean.run_dir), _scores(faulty.run_dir)
+    assert all(abs(a[k] - b[k]) <= 1e-6 for k in a)
+
+
+def test_a_killed_driver_resumes_to_the_uninterrupted_result(tiny_model: Path, synthetic_root: Path,
+                                                             tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "mdps_ray.cli", "score", "--model", str(tiny_model), "--data", str(synthetic_root),
+           "--out", str(tmp_path), "--set", "batch_size=2", "--set", "num_actors=1"]
+    first = subprocess.run([*cmd, "--run-id", "r", "--set", "faults.kill_driver_after_batches=2"],
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == -9, first.stderr[-2000:]  # SIGKILL, sent by the fault hook after 2 batches
+    staged = list((tmp_path / "r" / "_staging").glob("part-*.parquet"))
+    assert len(staged) == 2 and not (tmp_path / "r" / "_SUCCESS").exists()
+    n_staged = sum(pq.read_table(p).num_rows for p in staged)
+    second = subprocess.run([*cmd, "--run-id", "r"], capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert second.stdout.strip().splitlines()[-1] == str(tmp_path / "r")
+    scored_now = int(second.stdout.split(" this attempt")[0].rsplit("(", 1)[1].split(",")[1].split()[0])
+    n_test = len(list_mvtec(str(synthetic_root), "test"))
+    assert scored_now == n_test - n_staged  # resumed: the staged images were not scored again
+    full = subprocess.run([*cmd, "--run-id", "u"], capture_output=True, text=True, timeout=300)
+    assert full.returncode == 0, full.stderr[-2000:]
+    assert _scores(str(tmp_path / "r")) == pytest.approx(_scores(str(tmp_path / "u")), abs=1e-6)
+
+
+def _bomb_png(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00")) + chunk(b"IEND", b"")
+
+
+def _bad_dataset(root: Path, synthetic_root: Path) -> Path:
+    good = sorted((synthetic_root / "test" / "good").glob("*.png"))
+    root.mkdir(parents=True)
+    rows = ["uri,label,mask_uri"]
+    for i, p in enumerate(good):
+        shutil.copy(p, root / f"good{i}.png")
+        rows.append(f"{root / f'good{i}.png'},0,")
+    src = Image.open(good[0])
+    arr = np.asarray(src.convert("L"))
+    Image.fromarray(arr.astype(np.uint16) * 257).save(root / "sixteen.png")
+    src.convert("L").save(root / "gray.png")
+    src.convert("RGBA").save(root / "rgba.png")
+    src.convert("P").save(root / "palette.png")
+    data = (root / "gray.png").read_bytes()
+    (root / "truncated.png").write_bytes(data[: len(data) // 3])
+    (root / "notes.png").write_text("this is not an image")
+    (root / "bomb.png").write_bytes(_bomb_png(60000, 60000))
+    shutil.copy(good[0], root / "nomask.png")
+    for name in ("sixteen", "gray", "rgba", "palette", "truncated", "notes", "bomb"):
+        rows.append(f"{root / (name + '.png')},0,")
+    rows.append(f"{root / 'nomask.png'},1,{root / 'missing_mask.png'}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root / "manifest.csv"
+
+
+def test_bad_inputs_become_error_rows_and_the_threshold_decides_the_exit(
+    ray_local, tiny_model: Path, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = _bad_dataset(tmp_path / "bad", synthetic_root)
+    job = ScoreJobConfig(model=str(tiny_model), data=str(manifest), out=str(tmp_path / "out"), run_id="lenient",
+                         max_error_fraction=0.5)
+    summary = run_score_job(job)
+    errors = read_results(RunPaths(str(tmp_path / "out"), "lenient"), errors=True).to_pylist()
+    reasons = {r["uri"].rsplit("/", 1)[-1]: r["error"] for r in errors}
+    assert set(reasons) == {"truncated.png", "notes.png", "bomb.png", "nomask.png"}
+    assert "not a readable image" in reasons["notes.png"]
+    assert "decompression bomb" in reasons["bomb.png"] or "exceeds the limit" in reasons["bomb.png"]
+    assert "mask not found" in reasons["nomask.png"]
+    ok = read_results(RunPaths(str(tmp_path / "out"), "lenient")).column("uri").to_pylist()
+    assert {u.rsplit("/", 1)[-1] for u in ok} >= {"sixteen.png", "gray.png", "rgba.png", "palette.png"}
+    assert summary.n_errors == 4
+    code = main(["score", "--model", str(tiny_model), "--data", str(manifest), "--out", str(tmp_path / "out"),
+                 "--run-id", "strict", "--set", "max_error_fraction=0.1"])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("mdps: error:")]
+    assert code != 0 and len(errors) == 1 and "max_error_fraction" in errors[0] and "Traceback" not in err
+    assert not (tmp_path / "out" / "strict" / "_SUCCESS").exists()
+
+
+def test_nightly_run_scores_only_new_images(ray_local, tiny_model: Path, synthetic_root: Path,
+                                            tmp_path: Path) -> None:
+    archive = tmp_path / "archive" / "line1"
+    archive.mkdir(parents=True)
+    good = sorted((synthetic_root / "train" / "good").glob("*.png"))
+    for p in good[:5]:
+        shutil.copy(p, archive / p.name)
+    base = dict(model=str(tiny_model), data=str(archive), out=str(tmp_path / "nightly"), incremental=True)
+    first = run_score_job(ScoreJobConfig(**base, date="2026-11-28"))
+    assert first.n_images == 5
+    for p in good[5:8]:
+        shutil.copy(p, archive / p.name)
+    second = run_score_job(ScoreJobConfig(**base, date="2026-11-29"))
+    assert second.n_images == 3 and second.n_scored_now == 3
+    assert Path(second.run_dir).name.startswith("nightly-2026-11-29")
+    parts = list(Path(second.run_dir).glob("results/category=line1/dt=2026-11-29/*.parquet"))
+    assert len(parts) == 1 and pq.read_table(parts[0]).num_rows == 3
+    again = run_score_job(ScoreJobConfig(**base, date="2026-11-29"))
+    assert again.run_dir == second.run_dir and again.n_scored_now == 0

@@ -1,0 +1,124 @@
+"""Distributed training on Ray Train (2 gloo workers on the CPU): S3, resume, failures, DDP, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mdps_ray.api import Detector
+from mdps_ray.cli import main
+from mdps_ray.jobconfig import TrainJobConfig
+from mdps_ray.orchestration.train_job import TrainInputError, run_train_job
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "prior.image_size": "16", "prior.block_out_channels": "[8, 16]", "prior.attention_levels": "[false, false]",
+    "prior.norm_num_groups": "4", "prior.attention_head_dim": "8", "maps.backbone": "random",
+    "sampler.stage1.start_step": "60", "sampler.stage2.start_step": "60",
+    "sampler.stage1.n_samples": "1", "sampler.stage2.n_samples": "1", "train.batch_size": "4",
+}
+
+
+def _job(data: str, out: str, **kw: object) -> TrainJobConfig:
+    base = dict(data=data, out=out, method=TINY, max_steps=6, checkpoint_every=2, num_workers=2)
+    base.update(kw)
+    return TrainJobConfig(**base)  # type: ignore[arg-type]
+
+
+def _card(model: Path) -> dict:
+    return json.loads((model / "model_card.json").read_text())
+
+
+def test_two_workers_train_from_s3_and_scoring_loads_the_result(s3, ray_local, synthetic_root: Path) -> None:
+    data = s3.upload(synthetic_root, "train/data/synthetic")
+    out = f"s3://{s3.bucket}/train/out"
+    [model] = run_train_job(_job(data, out, storage_options=s3.storage_options))
+    assert model.model_uri == f"{out}/model" and model.steps == 6 and model.calibration is not None
+    fs = s3.fs()
+    for name in ("unet/diffusion_pytorch_model.safetensors", "calibration.json", "model_card.json",
+                 "loss_curve.csv", "loss_curve.png"):
+        assert fs.exists(f"{s3.bucket}/train/out/model/{name}"), name
+    assert any("checkpoint" in p for p in fs.find(f"{s3.bucket}/train/out/_train"))
+    det = Detector.load(model.model_uri, storage_options=s3.storage_options)
+    assert det.calibration == model.calibration
+    assert det.scorer.mask_threshold == model.calibration.mask_threshold
+
+
+def test_rerun_resumes_from_the_newest_checkpoint(ray_local, synthetic_root: Path, tmp_path: Path) -> None:
+    out = str(tmp_path / "out")
+    with pytest.raises(Exception):  # noqa: B017 - the worker group dies, nothing retries it
+        run_train_job(_job(str(synthetic_root), out, max_failures=0, run_name="resume",
+                           faults={"kill_worker_at_step": 3}))
+    [model] = run_train_job(_job(str(synthetic_root), out, max_failures=0, run_name="resume"))
+    card = _card(Path(out) / "model")
+    assert model.steps == 6 and card["steps"] == 6
+    assert card["starts"] == [0, 2]  # the rerun started at the checkpoint of step 2, not at 0
+
+
+def test_a_killed_worker_recovers_from_the_last_checkpoint(ray_local, synthetic_root: Path,
+                                                           tmp_path: Path) -> None:
+    [model] = run_train_job(_job(str(synthetic_root), str(tmp_path / "out"), max_failures=1, run_name="failover",
+                                 faults={"kill_worker_at_step": 5}))
+    card = _card(tmp_path / "out" / "model")
+    assert model.steps == 6 and card["starts"] == [0, 4]
+
+
+def test_ddp_step_on_half_batches_equals_one_worker_on_the_whole_batch(ray_local, synthetic_root: Path,
+                                                                        tmp_path: Path) -> None:
+    data = tmp_path / "five" / "train" / "good"
+    data.mkdir(parents=True)
+    for p in sorted((synthetic_root / "train" / "good").glob("*.png"))[:5]:  # 4 train + 1 held out
+        shutil.copy(p, data / p.name)
+    models = []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        run_train_job(_job(str(tmp_path / "five"), str(out), num_workers=workers, max_steps=1, calibrate=False,
+                           method={**TINY, "train.ema_decay": "null"}, run_name=f"ddp{workers}"))
+        models.append(out / "model")
+    a = load_file(str(models[0] / "unet" / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(models[1] / "unet" / "diffusion_pytorch_model.safetensors"))
+    g1, g2 = _card(models[0])["last_grad_norm"], _card(models[1])["last_grad_norm"]
+    assert g1 == pytest.approx(g2, rel=1e-5)  # DDP averaged the two half-batch gradients
+    diffs = torch.cat([(a[k] - b[k]).abs().flatten() for k in a])
+    assert float((diffs > 1e-6).float().mean()) < 1e-3  # Adam's first step is ±lr; only g ≈ 0 may flip
+
+
+def test_bad_training_input_fails_before_training(ray_local, synthetic_root: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty" / "train" / "good"
+    empty.mkdir(parents=True)
+    with pytest.raises(TrainInputError, match="expected normal training images"):
+        run_train_job(_job(str(tmp_path / "empty"), str(tmp_path / "o1")))
+    junk = tmp_path / "junk" / "train" / "good"
+    junk.mkdir(parents=True)
+    (junk / "a.png").write_text("not an image")
+    with pytest.raises(TrainInputError, match="expected readable training images"):
+        run_train_job(_job(str(tmp_path / "junk"), str(tmp_path / "o2")))
+    with pytest.raises(TrainInputError, match=r"expected an MVTec-layout folder|found nothing"):
+        run_train_job(_job(str(tmp_path / "missing"), str(tmp_path / "o3")))
+    locked = tmp_path / "locked"
+    locked.write_text("a file where a folder must go")
+    with pytest.raises(TrainInputError, match="expected a writable output location"):
+        run_train_job(_job(str(synthetic_root), str(locked / "sub")))
+    assert main(["train", "--data", str(synthetic_root), "--out", str(tmp_path / "o4"), "--set", "lr=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mdps: error:") and "lr" in err and len(err.splitlines()) == 1
+
+
+def test_mixed_sizes_are_resized_with_a_counted_warning(synthetic_root: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from mdps_ray.io.datasets import list_mvtec
+    from mdps_ray.orchestration.train_job import _check_images
+
+    root = tmp_path / "mixed"
+    shutil.copytree(synthetic_root, root)
+    Image.new("RGB", (48, 40)).save(root / "train" / "good" / "odd.png")
+    with pytest.warns(UserWarning, match=r"1 training images .* differ from the common size 32x32"):
+        _check_images(list_mvtec(str(root), "train"), {}, str(root))
