@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from mdps_ray.api import Detector
-from mdps_ray.io.images import ImageDecodeError, decode_image
+from mdps_ray.io.images import ImageDecodeError, decode_image, encode_png
 from mdps_ray.io.results import part_name, rows_to_table, save_map, table_bytes
 from mdps_ray.io.runs import RunPaths
 from mdps_ray.io.uris import join, read_bytes, write_bytes
@@ -121,6 +121,7 @@ class ScoringWorker:
         if self.job.write_maps:
             map_uri = self.paths.map_uri(row["image_id"])
             save_map(amap, map_uri, self.so)
+            write_bytes(self.paths.recon_uri(row["image_id"]), encode_png(result.reconstruction[k]), self.so)
         cal = self.detector.calibration
         mask = result.mask
         return {

@@ -143,6 +143,23 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="job (checkpoint_every=100) or method (train.lr=1e-3) override")
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from mdps_ray.report import build_report
+
+    print(build_report(args.run_dir, top=args.top, out_uri=args.out))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from mdps_ray.runs_view import describe_run, list_runs
+
+    if args.run_id:
+        print(describe_run(args.out, args.run_id))
+    else:
+        print(list_runs(args.out))
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from mdps_ray.evaluate import evaluate_run
 
@@ -216,6 +233,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="recompute metrics.json of a committed run")
     evaluate.add_argument("run_dir", help="a run directory URI")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    report = sub.add_parser("report", help="write a self-contained report.html for a committed run")
+    report.add_argument("run_dir", help="a run directory URI")
+    report.add_argument("--top", type=int, default=8, help="images in the gallery per category (default: %(default)s)")
+    report.add_argument("--out", help="where to write the HTML (default: <run_dir>/report.html)")
+    report.set_defaults(func=cmd_report)
+    runs = sub.add_parser("runs", help="list committed runs under an output prefix, or show one")
+    runs.add_argument("out", help="the output prefix given to `mdps score --out`")
+    runs.add_argument("run_id", nargs="?", help="show this run: counts, metrics, model, config")
+    runs.set_defaults(func=cmd_runs)
 
     demo = sub.add_parser("demo", help="offline demo: train, calibrate and score a small dataset in-process")
     _add_config_args(demo)

@@ -1,15 +1,17 @@
-"""The offline demo: a procedural dataset (or a given MVTec-layout folder), a prior trained on the
-fly under a budget, calibration on held-out normals, scoring of the test split, metrics."""
+"""``mdps demo``: the whole story offline on 2 CPU cores.
+
+A procedural MVTec-layout dataset (or ``--data``), a prior trained in-process under a time budget,
+calibration on held-out normal images, the scoring job on an embedded Ray (Parquet results, maps,
+metrics from the reduce step, ``_SUCCESS``), and ``report.html``.
+"""
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from mdps_ray.api import build_scorer
@@ -17,59 +19,46 @@ from mdps_ray.config import MdpsConfig
 from mdps_ray.io.checkpoints import save_calibration, save_prior
 from mdps_ray.io.datasets import list_mvtec
 from mdps_ray.io.synthetic import make_dataset
-from mdps_ray.local import Evaluation, calibrate_local, evaluate_local, split_holdout, train_local
+from mdps_ray.jobconfig import ScoreJobConfig
+from mdps_ray.local import calibrate_local, split_holdout, train_local
+from mdps_ray.orchestration.score_pipeline import run_score_job
+from mdps_ray.report import build_report
 
 
 @dataclass(frozen=True)
 class DemoResult:
     """Where the demo wrote its outputs, and its metrics."""
 
-    out: Path
-    metrics: dict[str, float]
+    run_dir: str
+    report: str
+    metrics: dict[str, Any]
     steps: int
 
 
-def run_demo(
-    config: MdpsConfig,
-    out: Path,
-    data: Path | None,
-    train_seconds: float,
-    max_steps: int,
-    batch_size: int = 8,
-    log: bool = True,
-) -> DemoResult:
-    """Train → calibrate → score → metrics, in this process, on the CPU."""
+def run_demo(config: MdpsConfig, out: Path, data: Path | None, train_seconds: float, max_steps: int,
+             batch_size: int = 8, log: bool = True) -> DemoResult:
+    """Train → calibrate → score on an embedded Ray → report."""
     device = torch.device("cpu")
     out.mkdir(parents=True, exist_ok=True)
-    root = data or make_dataset(out / "data", size=config.prior.image_size, n_train=48, n_test_good=8, n_test_defect=4)
+    root = data or make_dataset(out / "data", size=128, n_train=48, n_test_good=8, n_test_defect=4)
     train_records, holdout = split_holdout(list_mvtec(str(root), "train"), 0.15)
     start = time.monotonic()
     trainer = train_local(train_records, config, max_steps, train_seconds, device)
     unet = trainer.final_unet()
-    digest = save_prior(unet, config, str(out / "model"))
-    _say(log, f"trained {trainer.step_count} steps in {time.monotonic() - start:.0f} s (model {digest})")
+    model = str(out / "model")
+    digest = save_prior(unet, config, model)
+    _say(log, f"trained {trainer.step_count} steps in {time.monotonic() - start:.0f} s "
+              f"(final loss {sum(trainer.losses[-20:]) / max(1, len(trainer.losses[-20:])):.4f}); model {model}")
     scorer, _ = build_scorer(unet, config, device)
     calibration = calibrate_local(scorer, holdout, batch_size, device, config_hash=config.digest(), model_digest=digest)
-    save_calibration(calibration, str(out / "model"))
-    scorer.mask_threshold = calibration.mask_threshold
-    ev = evaluate_local(scorer, list_mvtec(str(root), "test"), batch_size, device)
-    _write(ev, calibration.score_threshold, out)
-    _say(log, "metrics: " + ", ".join(f"{k}={v:.3f}" for k, v in ev.metrics.items()))
-    return DemoResult(out, ev.metrics, trainer.step_count)
-
-
-def _write(ev: Evaluation, threshold: float, out: Path) -> None:
-    rows = {
-        "image_id": [r.image_id for r in ev.records],
-        "uri": [r.uri for r in ev.records],
-        "defect_type": [r.defect_type for r in ev.records],
-        "label": [r.label for r in ev.records],
-        "score": ev.scores.double().tolist(),
-        "is_anomalous": (ev.scores > threshold).tolist(),
-        "map_max": ev.maps.flatten(1).amax(1).double().tolist(),
-    }
-    pq.write_table(pa.table(rows), out / "results.parquet")
-    (out / "metrics.json").write_text(json.dumps(ev.metrics, indent=2, sort_keys=True))
+    save_calibration(calibration, model)
+    _say(log, f"calibrated on {calibration.n_images} held-out normal images")
+    summary = run_score_job(ScoreJobConfig(model=model, data=str(root), out=str(out / "scores"), batch_size=batch_size))
+    report = build_report(summary.run_dir)
+    overall = summary.metrics["overall"]
+    _say(log, "metrics: " + ", ".join(f"{k}={v:.3f}" for k, v in overall.items() if isinstance(v, float)))
+    _say(log, f"results: {summary.run_dir}/results/  report: {report}")
+    return DemoResult(summary.run_dir, report, overall, trainer.step_count)
 
 
 def _say(enabled: bool, text: str) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,34 +92,49 @@ class HeadNode:
     """`ray start --head` on 127.0.0.1 with its own temp dir; stopped by killing only its processes."""
 
     def __init__(self, tmp: Path) -> None:
-        self.env = {**os.environ, **RAY_ENV}
+        self.env = {**os.environ, **RAY_ENV, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"}  # an active venv
         self.env.pop("RAY_ADDRESS", None)
         self.port = free_port()
         self.dashboard_port = free_port()
-        self.temp_dir = tmp / "ray"
+        # Short: Ray's AF_UNIX socket paths under the temp dir must stay below 108 bytes.
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="mdpsray-", dir="/tmp"))
         cmd = [str(VENV_BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={self.port}",
                "--num-cpus=2", f"--dashboard-port={self.dashboard_port}", "--dashboard-host=127.0.0.1",
                "--include-dashboard=true", f"--temp-dir={self.temp_dir}", "--disable-usage-stats",
-               "--object-store-memory=1000000000"]
-        subprocess.run(cmd, env=self.env, check=True, capture_output=True, timeout=120)
+               "--object-store-memory=1000000000",
+               # own ports: the defaults (e.g. 52365) collide with any other Ray on this machine
+               f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+               f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"]
+        proc = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"ray start --head failed: {(proc.stdout + proc.stderr)[-3000:]}")
         self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
 
     def submit(self, entrypoint: list[str], working_dir: Path, timeout: float = 600) -> subprocess.CompletedProcess:
         cmd = [str(VENV_BIN / "ray"), "job", "submit", f"--address={self.dashboard}",
                f"--working-dir={working_dir}", "--", *entrypoint]
-        return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
+        deadline = time.monotonic() + 90  # the job agent comes up some seconds after `ray start`
+        while True:
+            proc = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
+            if "No available agent" not in proc.stdout + proc.stderr or time.monotonic() > deadline:
+                return proc
+            time.sleep(3)
 
     def stop(self) -> None:
-        """Kill only this cluster's processes (`ray stop` would stop every Ray of the user)."""
+        """Kill only this cluster's process trees (`ray stop` would stop every Ray of the user)."""
+        import psutil
+
         marker = str(self.temp_dir)
-        for _ in range(3):
-            pids = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline_has(p, marker)]
-            for p in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(int(p.name), signal.SIGKILL)
-            if not pids:
-                break
-            time.sleep(1)
+        roots = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline_has(p, marker)]
+        procs = []
+        for p in roots:
+            with contextlib.suppress(psutil.Error):
+                root = psutil.Process(int(p.name))
+                procs += [root, *root.children(recursive=True)]
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(procs, timeout=10)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 

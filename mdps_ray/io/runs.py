@@ -44,6 +44,10 @@ class RunPaths:
     def map_uri(self, image_id: str) -> str:
         return join(self.root, "maps", f"{image_id}.npy")
 
+    def recon_uri(self, image_id: str) -> str:
+        """The mean posterior sample of an image, as 8-bit PNG (for reports)."""
+        return join(self.root, "recons", f"{image_id}.png")
+
 
 def write_json(uri: str, data: Any, storage_options: dict[str, Any] | None = None) -> None:
     write_bytes(uri, json.dumps(data, indent=2, sort_keys=True, default=str).encode(), storage_options)

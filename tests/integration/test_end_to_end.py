@@ -69,30 +69,21 @@ def test_transductive_mode_runs_two_passes(synthetic_root: Path, tmp_path: Path)
     assert 0.0 <= ev.metrics["image_auroc"] <= 1.0
 
 
-def test_demo_command_writes_results_and_metrics(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = [
-        "demo",
-        "--out",
-        str(tmp_path / "demo"),
-        "--train-seconds",
-        "20",
-        "--max-steps",
-        "40",
-        "--set",
-        "prior.image_size=32",
-        "--set",
-        "maps.backbone=random",
-        "--set",
-        "sampler.stage1.n_samples=1",
-        "--set",
-        "sampler.stage2.n_samples=1",
-    ]
+def test_demo_command_scores_on_ray_and_writes_parquet_metrics_and_report(
+    ray_local, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The code path of `make demo`, with a shorter budget."""
+    args = ["demo", "--out", str(tmp_path / "demo"), "--train-seconds", "20", "--max-steps", "40",
+            "--set", "prior.image_size=32", "--set", "maps.backbone=random",
+            "--set", "sampler.stage1.n_samples=1", "--set", "sampler.stage2.n_samples=1"]
     assert main(args) == 0
-    assert capsys.readouterr().out.strip().endswith("metrics.json")
-    metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    report = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    run = report.parent
+    assert report.name == "report.html" and (run / "_SUCCESS").exists()
+    metrics = json.loads((run / "metrics.json").read_text())["overall"]
     assert 0.0 <= metrics["image_auroc"] <= 1.0 and metrics["n_images"] == 20
-    table = pq.read_table(tmp_path / "demo" / "results.parquet")
-    assert table.num_rows == 20 and set(table.column("label").to_pylist()) == {0, 1}
+    tables = [pq.read_table(p) for p in (run / "results").rglob("*.parquet")]
+    assert sum(t.num_rows for t in tables) == 20
     assert (tmp_path / "demo" / "model" / "calibration.json").exists()
 
 

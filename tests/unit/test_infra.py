@@ -1,0 +1,85 @@
+"""Every manifest in infra/ parses, has its required fields, and its entrypoint's arguments are
+accepted by the job's own argument parser and configuration validation."""
+
+from __future__ import annotations
+
+import importlib.util
+import shlex
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+from mdps_ray.cli import score_job_config, train_job_config
+
+INFRA = Path(__file__).resolve().parents[2] / "infra"
+JOBS = INFRA.parent / "jobs"
+
+
+def _job_module(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"job_{name}", JOBS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _check_entrypoint(command: str) -> None:
+    words = shlex.split(command)
+    script = next(w for w in words if w.startswith("jobs/") and w.endswith(".py"))
+    argv = words[words.index(script) + 1 :]
+    name = Path(script).stem
+    args = _job_module(name).build_parser().parse_args(argv)
+    (score_job_config if name == "score" else train_job_config)(args)
+
+
+def _manifests() -> list[tuple[str, dict[str, Any]]]:
+    docs = []
+    for path in sorted(INFRA.rglob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            docs.append((path.name, doc))
+    return docs
+
+
+def test_every_manifest_is_found() -> None:
+    kinds = {doc.get("kind") for _, doc in _manifests()}
+    assert {"RayCluster", "RayJob", "CronJob", "RayCronJob"} <= kinds
+    assert any(name == "cluster.yaml" for name, _ in _manifests())
+
+
+@pytest.mark.parametrize(("name", "doc"), _manifests(), ids=[n for n, _ in _manifests()])
+def test_manifest_fields_and_entrypoints(name: str, doc: dict[str, Any]) -> None:
+    kind = doc.get("kind")
+    if kind is None:  # the Ray cluster launcher
+        for key in ("cluster_name", "provider", "available_node_types", "head_node_type"):
+            assert key in doc, key
+        assert doc["head_node_type"] in doc["available_node_types"]
+        return
+    assert doc["apiVersion"] and doc["metadata"]["name"]
+    spec = doc["spec"]
+    if kind == "RayCluster":
+        assert spec["headGroupSpec"]["template"]["spec"]["containers"]
+        for group in spec["workerGroupSpecs"]:
+            limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+            assert "nvidia.com/gpu" in limits
+    elif kind == "RayJob":
+        assert spec["rayClusterSpec"]["headGroupSpec"]
+        _check_entrypoint(spec["entrypoint"])
+    elif kind == "CronJob":
+        assert spec["schedule"] and spec["concurrencyPolicy"] == "Forbid"
+        container = spec["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+        command = " ".join(container["args"])
+        assert "--submission-id" in command
+        _check_entrypoint(command.split(" -- ", 1)[1])
+    elif kind == "RayCronJob":
+        assert spec["schedule"]
+        _check_entrypoint(spec["rayJobTemplate"]["entrypoint"])
+    else:
+        pytest.fail(f"unexpected kind {kind} in {name}")
+
+
+def test_dockerfile_pins_and_runs_as_non_root() -> None:
+    text = (INFRA / "Dockerfile").read_text()
+    assert "FROM nvidia/cuda:" in text and "USER ray" in text and "mdps weights install" in text
