@@ -61,7 +61,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     result = run_demo(
         _config(args), Path(args.out), Path(args.data) if args.data else None, args.train_seconds, args.max_steps
     )
-    print(result.out / "metrics.json")
+    print(result.report)
     return 0
 
 

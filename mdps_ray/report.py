@@ -87,7 +87,7 @@ def _svg_hist(normal: list[float], anomalous: list[float], threshold: float | No
     if threshold is not None and hi > lo:
         x = m + (w - 2 * m) * (threshold - lo) / (edges[-1] - lo)
         parts.append(f'<line x1="{x:.1f}" y1="{m}" x2="{x:.1f}" y2="{h - m}" stroke="#000" stroke-dasharray="4"/>')
-    parts.append('<text x="30" y="210" font-size="11">green: normal · red: anomalous · dashed: threshold</text></svg>')
+    parts.append('<text x="30" y="210" font-size="11">normal | anomalous | -- threshold</text></svg>')
     return "".join(parts)
 
 
@@ -104,7 +104,9 @@ def _category_section(
     esc = html.escape
     out = [f"<h2>{esc(cat)}</h2>", '<table class="metrics"><tr><th class="l">metric</th><th>value</th></tr>']
     for k, v in metrics.items():
-        out.append(f'<tr><td class="l">{esc(k)}</td><td>{v:.4f}</td></tr>' if isinstance(v, float) else "")
+        if isinstance(v, float):
+            shown = f"{int(v)}" if k.startswith("n_") else f"{v:.4f}"
+            out.append(f'<tr><td class="l">{esc(k)}</td><td>{shown}</td></tr>')
     out.append("</table>")
     labelled = [r for r in rows if r["label"] is not None]
     if len({r["label"] for r in labelled}) == 2:

@@ -37,6 +37,8 @@ def save_state(trainer: PriorTrainer, directory: Path, elapsed: float) -> None:
         "step": trainer.step_count,
         "elapsed": elapsed,
         "losses": trainer.losses,
+        "grad_norms": trainer.grad_norms,
+        "starts": trainer.starts,
         "param_groups": opt["param_groups"],
     }
     if trainer.ema is not None:

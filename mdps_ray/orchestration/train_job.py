@@ -181,7 +181,7 @@ def train_category(job: TrainJobConfig, method: MdpsConfig, root: str, category:
     if job.calibrate:
         scorer, _ = build_scorer(unet, method, "cpu")
         calibration = calibrate_local(scorer, holdout, 8, torch.device("cpu"), target_fpr=job.target_fpr,
-                                      config_hash=method.digest(), model_digest=digest)
+                                      config_hash=method.digest(), model_digest=digest, storage_options=so)
         save_calibration(calibration, model_uri, so)
     seconds = time.monotonic() - start
     card = {

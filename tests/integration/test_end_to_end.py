@@ -11,7 +11,7 @@ import torch
 
 from mdps_ray.api import Detector
 from mdps_ray.cli import main
-from mdps_ray.config import MapConfig, MdpsConfig, PriorConfig, TrainConfig, apply_overrides
+from mdps_ray.config import MapConfig, MaskConfig, MdpsConfig, PriorConfig, TrainConfig, apply_overrides
 from mdps_ray.io.checkpoints import save_calibration, save_prior
 from mdps_ray.io.datasets import list_mvtec
 from mdps_ray.local import calibrate_local, evaluate_local, split_holdout, train_local
@@ -29,7 +29,7 @@ SMALL = MdpsConfig(
         attention_head_dim=8,
     ),
     train=TrainConfig(batch_size=8, lr=2e-3, t_max=200),
-    sampler=tiny_sampler(),
+    sampler=tiny_sampler(mask=MaskConfig(mode="calibrated")),  # threshold from calibration.json
     maps=MapConfig(backbone="random", blur_sigma=1.0),
 )
 
