@@ -10,6 +10,7 @@ import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -62,9 +63,11 @@ def calibrate_local(
     target_fpr: float = 0.01,
     config_hash: str = "",
     model_digest: str = "",
+    storage_options: dict[str, Any] | None = None,
 ) -> Calibration:
-    """Fit the thresholds on held-out normal images."""
-    batches = [(y.to(device), ids) for y, ids, _ in iter_batches(records, scorer.prior.image_size, batch_size)]
+    """Fit the thresholds on held-out normal images (read through ``storage_options``)."""
+    size = scorer.prior.image_size
+    batches = [(y.to(device), ids) for y, ids, _ in iter_batches(records, size, batch_size, storage_options)]
     return fit_calibration(scorer, batches, target_fpr, config_hash, model_digest)
 
 
