@@ -8,15 +8,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 wheels=${WHEELS:-benchmarks/wheels}
-if ! python3 -c "import diffusers, lpips, pydantic" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/mdps-site "$wheels"/*.whl
+py=${PYTHON:-python3}
+if ! "$py" -c "import diffusers, lpips, pydantic" 2>/dev/null; then
+  "$py" -m pip install -q --no-index --no-deps --no-compile --target /tmp/mdps-site "$wheels"/*.whl
   export PYTHONPATH=/tmp/mdps-site:${PYTHONPATH:-}
 fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 if [ -n "${DRY_RUN:-}" ]; then
-  exec python3 benchmarks/sampler.py --prior paper --image-size 32 --device cpu --batch 2 --n-samples 2 \
+  exec "$py" benchmarks/sampler.py --prior paper --image-size 32 --device cpu --batch 2 --n-samples 2 \
     --start-step 60 --reps 1 --variants fp32 bf16
 fi
-python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0))"
-exec python3 benchmarks/sampler.py --prior paper --image-size 256 --device cuda --batch 8 --n-samples 4 \
+"$py" -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0))"
+exec "$py" benchmarks/sampler.py --prior paper --image-size 256 --device cuda --batch 8 --n-samples 4 \
   --start-step 200 --stride 20 --rho 30 --reps 3 --variants fp32 bf16 channels_last compile bf16_compile

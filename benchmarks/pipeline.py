@@ -24,7 +24,6 @@ from mdps_ray.io.checkpoints import save_prior
 from mdps_ray.io.datasets import list_mvtec
 from mdps_ray.io.loading import iter_batches
 from mdps_ray.io.synthetic import make_dataset
-from mdps_ray.io.weights import weights_dir
 from mdps_ray.jobconfig import ScoreJobConfig
 from mdps_ray.models.prior import build_unet
 from mdps_ray.orchestration.cluster import init_ray
@@ -38,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--set", dest="overrides", action="append", default=[], help="method override key=value")
     args = p.parse_args(argv)
-    backbone = "lpips-alex" if (weights_dir() / "lpips-alex.safetensors").exists() else "random"
-    cfg = apply_overrides(DEFAULT, [f"maps.backbone={backbone}", "sampler.mask.threshold=0.05", *args.overrides])
+    cfg = apply_overrides(DEFAULT, ["sampler.mask.threshold=0.05", *args.overrides])
+    backbone = cfg.maps.backbone
     with tempfile.TemporaryDirectory() as tmp:
         n_def = max(1, args.images // 12)
         root = make_dataset(Path(tmp), size=256, n_train=0, n_test_good=args.images - 3 * n_def,

@@ -166,7 +166,7 @@ class RuntimeConfig(_Frozen):
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="UNet autocast dtype; the maps and scores stay fp32."
     )
-    channels_last: bool = Field(False, description="NHWC memory format for the UNet.")
+    channels_last: bool = Field(True, description="NHWC memory format for the UNet (1.25x on CPU, same maps).")
     compile: bool = Field(False, description="torch.compile the UNet (first batch pays the compile time).")
 
 

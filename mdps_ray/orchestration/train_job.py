@@ -135,7 +135,7 @@ def _trainer(job: TrainJobConfig, method: MdpsConfig, train: list[ImageRecord], 
             "method": method.model_dump(mode="json"), "max_steps": job.max_steps,
             "max_seconds": None if job.max_minutes is None else job.max_minutes * 60,
             "checkpoint_every": job.checkpoint_every, "kill_worker_at_step": job.faults.kill_worker_at_step,
-            "kill_marker": str(Path(tempfile.gettempdir()) / f"mdps-kill-{run_name}"),
+            "kill_marker": str(Path(tempfile.gettempdir()) / f"mdps-kill-{run_name}-{_short_hash(job.out)}"),
         },
         scaling_config=ray.train.ScalingConfig(num_workers=job.num_workers, use_gpu=job.use_gpu,
                                                resources_per_worker={"CPU": round(per_worker, 2)}),
@@ -145,6 +145,10 @@ def _trainer(job: TrainJobConfig, method: MdpsConfig, train: list[ImageRecord], 
             failure_config=ray.train.FailureConfig(max_failures=job.max_failures)),
         datasets={"train": ds},
     )
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 def _final_unet(method: MdpsConfig, checkpoint_dir: Path) -> tuple[torch.nn.Module, dict[str, Any]]:

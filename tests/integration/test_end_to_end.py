@@ -96,5 +96,5 @@ def test_cli_user_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_default_preset_is_the_documented_cpu_setting() -> None:
-    assert DEFAULT.prior.image_size == 64 and DEFAULT.maps.backbone == "lpips-alex"
+    assert DEFAULT.prior.image_size == 64 and DEFAULT.maps.backbone == "none"  # see benchmarks/results/quality.md
     assert DEFAULT.sampler.guidance_norm == "per_image" and DEFAULT.maps.weighting == "per_image"

@@ -1,0 +1,37 @@
+"""The quality harness end to end on a tiny generated dataset: table shape and metric ranges."""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import quality
+
+pytestmark = pytest.mark.slow
+TINY = ["prior.image_size=32", "prior.block_out_channels=[8, 16]", "prior.attention_levels=[false, false]",
+        "prior.norm_num_groups=4", "prior.attention_head_dim=8", "sampler.stage1.n_samples=1",
+        "sampler.stage2.n_samples=1", "sampler.stage1.start_step=60", "sampler.stage2.start_step=60"]
+
+
+def test_harness_writes_one_row_per_variant_with_metrics_in_range(synthetic_root: Path, tmp_path: Path) -> None:
+    variants = ["default", "no_guidance", "random_trunk", "baseline"]
+    args = ["--data", str(synthetic_root.parent), "--categories", synthetic_root.name, "--budget-minutes", "0.05",
+            "--variants", *variants, "--out", str(tmp_path)]
+    for item in TINY:
+        args += ["--set", item]
+    assert quality.main(args) == 0
+    with open(tmp_path / "quality.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["variant"] for r in rows] == variants and {r["category"] for r in rows} == {synthetic_root.name}
+    for r in rows:
+        for key in ("image_auroc", "pixel_auroc", "aupro", "f1_max", "ap"):
+            assert 0.0 <= float(r[key]) <= 1.0, (r["variant"], key)
+        assert float(r["seconds_per_image"]) > 0
+        assert math.isnan(float(r["psnr_normal"])) == (r["variant"] == "baseline")
+    md = (tmp_path / "quality.md").read_text()
+    assert md.count("\n| ") == len(variants) + 1  # header + one line per variant
