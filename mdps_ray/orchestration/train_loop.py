@@ -71,7 +71,8 @@ def train_func(config: dict[str, Any]) -> None:
     trainer = PriorTrainer(build_unet(method.prior).to(device), method.prior, method.train,
                            torch.Generator().manual_seed(method.train.seed))
     elapsed = 0.0
-    checkpoint = ray.train.get_checkpoint()
+    # The run's own latest checkpoint (after a worker failure), else the newest one on storage (a rerun).
+    checkpoint = ray.train.get_checkpoint() or config.get("resume_from")
     if checkpoint:
         with checkpoint.as_directory() as d:
             elapsed = load_state(trainer, Path(d))
