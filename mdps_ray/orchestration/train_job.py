@@ -136,7 +136,8 @@ def _trainer(job: TrainJobConfig, method: MdpsConfig, train: list[ImageRecord], 
             "max_seconds": None if job.max_minutes is None else job.max_minutes * 60,
             "checkpoint_every": job.checkpoint_every, "kill_worker_at_step": job.faults.kill_worker_at_step,
             "kill_marker": str(Path(tempfile.gettempdir()) / f"mdps-kill-{run_name}-{_short_hash(job.out)}"),
-            "resume_from": newest_checkpoint(job, run_name),
+            "storage_uri": join(job.out, "_train", run_name) if storage_fs else str(Path(storage_path) / run_name),
+            "storage_options": job.storage_options,
         },
         scaling_config=ray.train.ScalingConfig(num_workers=job.num_workers, use_gpu=job.use_gpu,
                                                resources_per_worker={"CPU": round(per_worker, 2)}),
@@ -146,27 +147,6 @@ def _trainer(job: TrainJobConfig, method: MdpsConfig, train: list[ImageRecord], 
             failure_config=ray.train.FailureConfig(max_failures=job.max_failures)),
         datasets={"train": ds},
     )
-
-
-def newest_checkpoint(job: TrainJobConfig, run_name: str) -> ray.train.Checkpoint | None:
-    """The complete checkpoint with the highest step under ``<out>/_train/<run_name>``, if any.
-
-    Ray Train registers a reported checkpoint asynchronously; a worker that dies right after
-    reporting can leave it on storage but out of the run's snapshot. Resuming from what is on
-    storage makes a rerun continue from the newest checkpoint either way.
-    """
-    fs, root = filesystem(join(job.out, "_train", run_name), job.storage_options)
-    if not fs.exists(root):
-        return None
-    best: tuple[int, str] | None = None
-    for state in fs.glob(f"{root.rstrip('/')}/checkpoint_*/state.json"):
-        step = int(json.loads(fs.cat_file(state))["step"])
-        if best is None or step > best[0]:
-            best = (step, state.rsplit("/", 1)[0])
-    if best is None:
-        return None
-    _, storage_fs = _storage(job)
-    return ray.train.Checkpoint(path=best[1], filesystem=storage_fs)
 
 
 def _short_hash(text: str) -> str:

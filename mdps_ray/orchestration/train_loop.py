@@ -10,6 +10,7 @@ Touch points with Ray (the loop itself is :class:`mdps_ray.training.PriorTrainer
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.fs as pafs
 import ray
 import ray.train
 import ray.train.torch
@@ -24,9 +26,28 @@ import torch
 
 from mdps_ray.config import MdpsConfig
 from mdps_ray.io.train_state import load_state, save_state
-from mdps_ray.io.uris import write_bytes
+from mdps_ray.io.uris import filesystem, write_bytes
 from mdps_ray.models.prior import build_unet
 from mdps_ray.training import PriorTrainer
+
+
+def newest_checkpoint(uri: str, storage_options: dict[str, Any]) -> ray.train.Checkpoint | None:
+    """The complete checkpoint with the highest step under a run's storage folder, if any.
+
+    Ray Train registers a reported checkpoint asynchronously, so after a worker dies (failover)
+    or the job dies (rerun) its newest registered checkpoint can be older than the newest one on
+    storage. Every worker looks at storage itself and continues from the newest there.
+    """
+    fs, root = filesystem(uri, storage_options)
+    best: tuple[int, str] | None = None
+    for state in fs.glob(f"{root.rstrip('/')}/checkpoint_*/state.json") if fs.exists(root) else []:
+        step = int(json.loads(fs.cat_file(state))["step"])
+        if best is None or step > best[0]:
+            best = (step, state.rsplit("/", 1)[0])
+    if best is None:
+        return None
+    local = "://" not in uri or uri.startswith("file://")
+    return ray.train.Checkpoint(path=best[1], filesystem=None if local else pafs.PyFileSystem(pafs.FSSpecHandler(fs)))
 
 
 def _shard_images(size: int) -> tuple[torch.Tensor, list[int]]:
@@ -71,8 +92,7 @@ def train_func(config: dict[str, Any]) -> None:
     trainer = PriorTrainer(build_unet(method.prior).to(device), method.prior, method.train,
                            torch.Generator().manual_seed(method.train.seed))
     elapsed = 0.0
-    # The run's own latest checkpoint (after a worker failure), else the newest one on storage (a rerun).
-    checkpoint = ray.train.get_checkpoint() or config.get("resume_from")
+    checkpoint = newest_checkpoint(config["storage_uri"], config["storage_options"]) or ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
             elapsed = load_state(trainer, Path(d))
