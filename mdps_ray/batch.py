@@ -19,7 +19,7 @@ import torch
 from mdps_ray.api import Detector
 from mdps_ray.io.images import ImageDecodeError, decode_image, encode_png
 from mdps_ray.io.results import part_name, rows_to_table, save_map, table_bytes
-from mdps_ray.io.runs import RunPaths
+from mdps_ray.io.runs import RunPaths, exists
 from mdps_ray.io.uris import join, read_bytes, write_bytes
 from mdps_ray.jobconfig import ScoreJobConfig
 
@@ -42,7 +42,7 @@ def decode_batch(batch: Batch, size: int, max_pixels: int, storage_options: dict
         try:
             pixels[i] = decode_image(read_bytes(str(uri), storage_options), size, max_pixels).numpy()
             mask_uri = _text_or_none(batch["mask_uri"][i])
-            if mask_uri is not None and not _exists(mask_uri, storage_options):
+            if mask_uri is not None and not exists(mask_uri, storage_options):
                 raise ImageDecodeError(f"ground-truth mask not found: {mask_uri}")
             errors.append("")
         except FileNotFoundError:
@@ -53,12 +53,6 @@ def decode_batch(batch: Batch, size: int, max_pixels: int, storage_options: dict
     text = {k: np.array([_text_or_none(v) or "" for v in batch[k]], dtype=object)
             for k in ("mask_uri", "split", "defect_type")}
     return {**batch, **text, "pixels": pixels, "decode_error": np.array(errors, dtype=object)}
-
-
-def _exists(uri: str, storage_options: dict[str, Any]) -> bool:
-    from mdps_ray.io.runs import exists
-
-    return exists(uri, storage_options)
 
 
 class ScoringWorker:
@@ -142,8 +136,6 @@ class ScoringWorker:
         if faults.kill_actor_after_batches is None or self.batches < faults.kill_actor_after_batches:
             return
         marker = faults.marker_uri or join(self.paths.root, "_fault_actor_killed")
-        from mdps_ray.io.runs import exists
-
         if not exists(marker, self.so):
             write_bytes(marker, b"killed", self.so)
             os._exit(13)

@@ -11,23 +11,17 @@ import torch
 
 from mdps_ray.api import Detector
 from mdps_ray.cli import main
-from mdps_ray.config import MapConfig, MaskConfig, MdpsConfig, PriorConfig, TrainConfig, apply_overrides
+from mdps_ray.config import MapConfig, MaskConfig, MdpsConfig, TrainConfig, apply_overrides
 from mdps_ray.io.checkpoints import save_calibration, save_prior
 from mdps_ray.io.datasets import list_mvtec
 from mdps_ray.local import calibrate_local, evaluate_local, split_holdout, train_local
 from mdps_ray.presets import DEFAULT
-from tests.conftest import tiny_sampler
+from tests.conftest import TINY_PRIOR, tiny_sampler
 
 pytestmark = pytest.mark.slow
 
 SMALL = MdpsConfig(
-    prior=PriorConfig(
-        image_size=32,
-        block_out_channels=(8, 16),
-        attention_levels=(False, False),
-        norm_num_groups=4,
-        attention_head_dim=8,
-    ),
+    prior=TINY_PRIOR.model_copy(update={"image_size": 32}),
     train=TrainConfig(batch_size=8, lr=2e-3, t_max=200),
     sampler=tiny_sampler(mask=MaskConfig(mode="calibrated")),  # threshold from calibration.json
     maps=MapConfig(backbone="random", blur_sigma=1.0),
