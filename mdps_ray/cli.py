@@ -7,11 +7,38 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from mdps_ray.config import ConfigError, MdpsConfig, apply_overrides, validate
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, ValueError, RuntimeError)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line with a hint instead of the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {value}")
+    return value
 
 
 def _config(args: argparse.Namespace) -> MdpsConfig:
@@ -85,11 +112,11 @@ def score_job_config(args: argparse.Namespace) -> Any:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from mdps_ray.orchestration.score_pipeline import run_score_job
+    from mdps_ray.progress import metrics_table
 
     summary = run_score_job(score_job_config(args))
-    overall = summary.metrics.get("overall", {})
-    shown = ", ".join(f"{k}={v:.3f}" for k, v in overall.items() if isinstance(v, float))
-    print(f"scored {summary.n_images} images ({summary.n_errors} errors, {summary.n_scored_now} this attempt); {shown}")
+    print(metrics_table(summary.metrics))
+    print(f"scored {summary.n_images} images ({summary.n_errors} errors, {summary.n_scored_now} this attempt)")
     print(summary.run_dir)
     return 0
 
@@ -112,10 +139,13 @@ def train_job_config(args: argparse.Namespace) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from mdps_ray.orchestration.train_job import run_train_job
+    from mdps_ray.progress import format_table
 
-    for m in run_train_job(train_job_config(args)):
-        cal = "" if m.calibration is None else f", image threshold {m.calibration.score_threshold:.4g}"
-        print(f"{m.category}: {m.steps} steps in {m.seconds:.0f} s, final loss {m.final_loss:.4f}{cal}")
+    trained = run_train_job(train_job_config(args))
+    rows = [[m.category, m.steps, round(m.seconds), m.final_loss,
+             None if m.calibration is None else m.calibration.score_threshold, m.model_uri] for m in trained]
+    print(format_table(["category", "steps", "seconds", "final loss", "image threshold", "model"], rows))
+    for m in trained:
         print(m.model_uri)
     return 0
 
@@ -123,7 +153,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from mdps_ray.calibrate_job import calibrate_model
 
-    cal = calibrate_model(args.model, args.data, args.holdout_fraction, args.target_fpr, args.overrides)
+    overrides = list(args.overrides)
+    if args.config:
+        import yaml
+
+        from mdps_ray.config import flatten_overrides
+
+        overrides = flatten_overrides(yaml.safe_load(Path(args.config).read_text()) or {}) + overrides
+    cal = calibrate_model(args.model, args.data, args.holdout_fraction, args.target_fpr, overrides)
     print(json.dumps(cal.to_json(), indent=2))
     return 0
 
@@ -195,7 +232,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mdps", description="Masked Diffusion Posterior Sampling anomaly detection.")
+    parser = OneLineParser(prog="mdps", description="Masked Diffusion Posterior Sampling anomaly detection.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     weights = sub.add_parser("weights", help="pretrained backbone weights").add_subparsers(dest="action", required=True)
@@ -224,8 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--model", required=True, help="model directory URI")
     calibrate.add_argument("--data", required=True, help="normal images: a category root (its train split's "
                                                          "held-out part is used) or a folder of normal images")
-    calibrate.add_argument("--holdout-fraction", type=float, default=0.1, help="held-out fraction (default 0.1)")
-    calibrate.add_argument("--target-fpr", type=float, default=0.01, help="image threshold FPR (default 0.01)")
+    calibrate.add_argument("--holdout-fraction", type=_fraction, default=0.1, help="held-out fraction (default 0.1)")
+    calibrate.add_argument("--target-fpr", type=_fraction, default=0.01, help="image threshold FPR (default 0.01)")
+    calibrate.add_argument("--config", help="YAML of method values over the model's stored config "
+                                            "(e.g. sampler: {mask: {quantile: 0.99}})")
     calibrate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                            help="method override, e.g. sampler.mask.quantile=0.99")
     calibrate.set_defaults(func=cmd_calibrate)
@@ -236,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="write a self-contained report.html for a committed run")
     report.add_argument("run_dir", help="a run directory URI")
-    report.add_argument("--top", type=int, default=8, help="images in the gallery per category (default: %(default)s)")
+    report.add_argument("--top", type=_positive_int, default=8,
+                        help="images in the gallery per category (default: %(default)s)")
     report.add_argument("--out", help="where to write the HTML (default: <run_dir>/report.html)")
     report.set_defaults(func=cmd_report)
     runs = sub.add_parser("runs", help="list committed runs under an output prefix, or show one")

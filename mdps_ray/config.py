@@ -228,3 +228,15 @@ def apply_overrides(config: _Frozen, overrides: list[str]) -> Any:
             node = node[part]
         node[leaf] = yaml.safe_load(raw)
     return validate(type(config), data, source="override")
+
+
+def flatten_overrides(data: dict[str, Any], prefix: str = "") -> list[str]:
+    """A nested mapping (a YAML config file) as dotted ``key=value`` overrides, leaves only."""
+    out: list[str] = []
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.extend(flatten_overrides(value, f"{dotted}."))
+        else:
+            out.append(f"{dotted}={json.dumps(value)}")
+    return out

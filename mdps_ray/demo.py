@@ -22,6 +22,7 @@ from mdps_ray.io.synthetic import make_dataset
 from mdps_ray.jobconfig import ScoreJobConfig
 from mdps_ray.local import calibrate_local, split_holdout, train_local
 from mdps_ray.orchestration.score_pipeline import run_score_job
+from mdps_ray.progress import metrics_table, progress_bar
 from mdps_ray.report import build_report
 
 
@@ -43,7 +44,14 @@ def run_demo(config: MdpsConfig, out: Path, data: Path | None, train_seconds: fl
     root = data or make_dataset(out / "data", size=128, n_train=48, n_test_good=8, n_test_defect=4)
     train_records, holdout = split_holdout(list_mvtec(str(root), "train"), 0.15)
     start = time.monotonic()
-    trainer = train_local(train_records, config, max_steps, train_seconds, device)
+    with progress_bar(max_steps, f"training prior (≤ {train_seconds:.0f} s)", "step") as bar:
+
+        def on_step(step: int, loss: float) -> None:
+            bar.update(1)
+            if step % 25 == 0:
+                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+
+        trainer = train_local(train_records, config, max_steps, train_seconds, device, on_step=on_step)
     unet = trainer.final_unet()
     model = str(out / "model")
     digest = save_prior(unet, config, model)
@@ -56,7 +64,7 @@ def run_demo(config: MdpsConfig, out: Path, data: Path | None, train_seconds: fl
     summary = run_score_job(ScoreJobConfig(model=model, data=str(root), out=str(out / "scores"), batch_size=batch_size))
     report = build_report(summary.run_dir)
     overall = summary.metrics["overall"]
-    _say(log, "metrics: " + ", ".join(f"{k}={v:.3f}" for k, v in overall.items() if isinstance(v, float)))
+    _say(log, metrics_table(summary.metrics))
     _say(log, f"results: {summary.run_dir}/results/  report: {report}")
     return DemoResult(summary.run_dir, report, overall, trainer.step_count)
 

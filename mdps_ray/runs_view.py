@@ -9,6 +9,8 @@ from mdps_ray.io.runs import RunPaths, committed_runs, exists, read_json
 
 def list_runs(out: str, storage_options: dict[str, Any] | None = None) -> str:
     """One line per committed run: id, finished, images, errors, image AUROC, model, config."""
+    if not exists(out, storage_options):
+        raise FileNotFoundError(f"expected an output prefix (the --out of `mdps score`) at {out}, found nothing there")
     runs = committed_runs(out, storage_options)
     if not runs:
         return f"no committed runs under {out}"

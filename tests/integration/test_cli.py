@@ -1,0 +1,83 @@
+"""Every `mdps` command: its bad-argument path is one line on stderr and a non-zero exit; `calibrate` works."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mdps_ray.cli import main
+from mdps_ray.io.checkpoints import load_calibration
+from mdps_ray.io.datasets import list_mvtec
+from mdps_ray.local import split_holdout
+from tests.integration.test_score_job import tiny_model  # noqa: F401  (module fixture)
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str], *needles: str) -> None:
+    try:
+        code = main(argv)
+    except SystemExit as stop:  # argparse usage errors
+        code = stop.code
+    err = capsys.readouterr().err.strip()
+    assert code not in (0, None), argv
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("mdps") and "error:" in err, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+
+
+@pytest.mark.parametrize(
+    ("argv", "needles"),
+    [
+        (["nosuch"], ["invalid choice", "mdps --help"]),
+        (["weights", "install", "--sdist", "/nonexistent/lpips.tar.gz", "--dir", "{tmp}/w"], ["/nonexistent/lpips"]),
+        (["config", "show", "--preset", "nosuch"], ["nosuch"]),
+        (["config", "schema", "--bogus"], ["--bogus"]),
+        (["score"], ["model", "required"]),
+        (["score", "--model", "{tmp}/none", "--data", "{tmp}", "--out", "{tmp}/o"], ["mdps.json", "mdps train"]),
+        (["score", "--model", "m", "--data", "d", "--out", "o", "--set", "batch_size=0"], ["batch_size"]),
+        (["train"], ["data", "required"]),
+        (["train", "--data", "d", "--out", "o", "--max-minutes", "soon"], ["--max-minutes"]),
+        (["calibrate", "--model", "{tmp}/none", "--data", "{tmp}"], ["expected a model directory"]),
+        (["calibrate", "--model", "m", "--data", "d", "--target-fpr", "2"], ["--target-fpr", "(0, 1)"]),
+        (["evaluate", "{tmp}/none"], ["expected a committed run"]),
+        (["evaluate"], ["run_dir"]),
+        (["report", "{tmp}/none"], ["expected a committed run"]),
+        (["report", "{tmp}", "--top", "0"], ["--top", "positive"]),
+        (["runs", "{tmp}/none"], ["expected an output prefix"]),
+        (["runs", "{tmp}", "nosuchrun"], ["nosuchrun"]),
+        (["demo", "--data", "{tmp}/none"], ["expected an MVTec-layout folder"]),
+        (["demo", "--train-seconds", "fast"], ["--train-seconds"]),
+    ],
+)
+def test_bad_arguments_are_one_line_and_non_zero(
+    argv: list[str], needles: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _one_line_error(capsys, [a.replace("{tmp}", str(tmp_path)) for a in argv], *needles)
+
+
+def test_calibrate_rewrites_the_thresholds_with_overrides_from_a_file_and_set(
+    tiny_model: Path, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
+) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    before = load_calibration(str(model))
+    assert before is not None
+    (tmp_path / "cal.yaml").write_text("sampler:\n  mask:\n    quantile: 0.5\n")
+    assert main(["calibrate", "--model", str(model), "--data", str(synthetic_root), "--config",
+                 str(tmp_path / "cal.yaml"), "--holdout-fraction", "0.3", "--target-fpr", "0.2"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    after = load_calibration(str(model))
+    assert after is not None and printed == after.to_json()
+    _, holdout = split_holdout(list_mvtec(str(synthetic_root), "train"), 0.3)
+    assert after.n_images == len(holdout) == 7  # the same held-out normal images as training would leave out
+    assert after.mask_quantile == 0.5 and after.target_fpr == 0.2
+    # a median of normal stage-1 values sits far below the 0.995 quantile the fixture calibrated with
+    assert after.mask_threshold < before.mask_threshold
+    assert main(["calibrate", "--model", str(model), "--data", str(synthetic_root),
+                 "--set", "sampler.mask.quantile=0.999"]) == 0
+    capsys.readouterr()
+    highest = load_calibration(str(model))
+    assert highest is not None and highest.mask_threshold > after.mask_threshold
