@@ -39,6 +39,7 @@ class DemoResult:
 def run_demo(config: MdpsConfig, out: Path, data: Path | None, train_seconds: float, max_steps: int,
              batch_size: int = 8, log: bool = True) -> DemoResult:
     """Train → calibrate → score on an embedded Ray → report."""
+    begin = time.monotonic()
     device = torch.device("cpu")
     out.mkdir(parents=True, exist_ok=True)
     root = data or make_dataset(out / "data", size=128, n_train=48, n_test_good=8, n_test_defect=4)
@@ -66,6 +67,7 @@ def run_demo(config: MdpsConfig, out: Path, data: Path | None, train_seconds: fl
     overall = summary.metrics["overall"]
     _say(log, metrics_table(summary.metrics))
     _say(log, f"results: {summary.run_dir}/results/  report: {report}")
+    _say(log, f"demo finished in {time.monotonic() - begin:.0f} s")
     return DemoResult(summary.run_dir, report, overall, trainer.step_count)
 
 

@@ -140,8 +140,9 @@ def _pipeline(job: ScoreJobConfig, cfg: MdpsConfig, table: pa.Table, plan: PoolP
 
 
 def _actor_args(plan: PoolPlan) -> dict[str, Any]:
+    """A fixed pool; Ray Data restarts a lost actor and retries its batches (max_restarts = −1 by default)."""
     return {"compute": ray.data.ActorPoolStrategy(size=plan.num_actors), "num_gpus": plan.num_gpus or None,
-            "num_cpus": plan.num_cpus, "max_restarts": -1, "max_task_retries": -1}
+            "num_cpus": plan.num_cpus}
 
 
 def _score(job: ScoreJobConfig, cfg: MdpsConfig, pending: pa.Table, plan: PoolPlan, paths: RunPaths,
