@@ -12,6 +12,7 @@ settings. The last line is ``ratio: <pipeline images/s / bare images/s>``.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -62,12 +63,14 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         summary = run_score_job(job)
         ray_time = time.perf_counter() - t0
+        run = json.loads(Path(summary.run_dir, "run.json").read_text())
     n = len(records)
     assert summary.n_images == n and summary.n_errors == 0
     print(f"{n} images of 256 px → {cfg.prior.image_size} px prior, batch {args.batch_size}, backbone {backbone}, "
           f"n={cfg.sampler.stage2.n_samples}, 2 CPU cores")
     print(f"bare scorer loop : {bare:7.1f} s  {n / bare:6.3f} images/s")
     print(f"ray pipeline     : {ray_time:7.1f} s  {n / ray_time:6.3f} images/s  (+{startup:.1f} s embedded Ray start)")
+    print("pipeline phases  : " + ", ".join(f"{k} {v:.1f} s" for k, v in run["phase_seconds"].items()))
     print(f"ratio: {bare / ray_time:.3f}")
     return 0
 

@@ -1,6 +1,5 @@
 """Batch scoring work units, plain Python: what a Ray actor wraps and tests call directly.
 
-- :func:`decode_batch` (CPU tasks): read and decode images; failures become error rows.
 - :class:`ScoringWorker` (one per actor): loads the prior, backbone and calibration once;
   each call scores the decodable images of a batch, writes their maps, and stages one Parquet
   part with a row per image (ok or error). It returns a small summary.
@@ -17,42 +16,12 @@ import numpy as np
 import torch
 
 from mdps_ray.api import Detector
-from mdps_ray.io.images import ImageDecodeError, decode_image, encode_png
+from mdps_ray.io.decode import Batch, text_or_none
+from mdps_ray.io.images import encode_png
 from mdps_ray.io.results import part_name, rows_to_table, save_map, table_bytes
 from mdps_ray.io.runs import RunPaths, exists
-from mdps_ray.io.uris import join, read_bytes, write_bytes
+from mdps_ray.io.uris import join, write_bytes
 from mdps_ray.jobconfig import ScoreJobConfig
-
-Batch = dict[str, np.ndarray]
-
-
-def _text_or_none(value: Any) -> str | None:
-    """A string cell of a numpy batch: None, NaN (how some batches carry nulls) and '' become None."""
-    if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
-        return None
-    return str(value)
-
-
-def decode_batch(batch: Batch, size: int, max_pixels: int, storage_options: dict[str, Any]) -> Batch:
-    """Add ``pixels`` (N, 3, size, size) float32 in [−1, 1] and ``decode_error`` ('' when fine)."""
-    n = len(batch["uri"])
-    pixels = np.zeros((n, 3, size, size), dtype=np.float32)
-    errors = []
-    for i, uri in enumerate(batch["uri"]):
-        try:
-            pixels[i] = decode_image(read_bytes(str(uri), storage_options), size, max_pixels).numpy()
-            mask_uri = _text_or_none(batch["mask_uri"][i])
-            if mask_uri is not None and not exists(mask_uri, storage_options):
-                raise ImageDecodeError(f"ground-truth mask not found: {mask_uri}")
-            errors.append("")
-        except FileNotFoundError:
-            errors.append(f"input not found: {uri}")
-        except ImageDecodeError as err:
-            errors.append(str(err))
-    # Nullable strings as '' (a null would come back as NaN, then as the text 'nan', downstream).
-    text = {k: np.array([_text_or_none(v) or "" for v in batch[k]], dtype=object)
-            for k in ("mask_uri", "split", "defect_type")}
-    return {**batch, **text, "pixels": pixels, "decode_error": np.array(errors, dtype=object)}
 
 
 class ScoringWorker:
@@ -97,11 +66,11 @@ class ScoringWorker:
         label = batch["label"][i]
         return {
             "run_id": self.paths.run_id, "image_id": str(batch["image_id"][i]), "uri": str(batch["uri"][i]),
-            "category": str(batch["category"][i]), "split": _text_or_none(batch["split"][i]),
-            "defect_type": _text_or_none(batch["defect_type"][i]),
+            "category": str(batch["category"][i]), "split": text_or_none(batch["split"][i]),
+            "defect_type": text_or_none(batch["defect_type"][i]),
             "label": None if label is None or (isinstance(label, float) and np.isnan(label)) else int(label),
             "model_digest": self.detector.model_digest, "config_hash": self.config_hash,
-            "content_key": str(batch["content_key"][i]), "mask_uri": _text_or_none(batch["mask_uri"][i]),
+            "content_key": str(batch["content_key"][i]), "mask_uri": text_or_none(batch["mask_uri"][i]),
             "seed": self.config.sampler.seed, "n_samples": self.config.sampler.stage2.n_samples, "dt": self.dt,
         }
 

@@ -41,6 +41,8 @@ class ScoreJobConfig(_Frozen):
     max_error_fraction: float = Field(0.1, ge=0, le=1, description="Fail the run past this fraction of bad inputs.")
     max_pixels: int = Field(50_000_000, ge=1, description="Refuse images whose header claims more pixels.")
     write_maps: bool = Field(True, description="Write anomaly maps (float16 .npy) under maps/.")
+    reduce_shard_rows: int = Field(1000, ge=1, description="Rows per reduce task; a run of one shard is reduced "
+                                   "in the driver.")
     storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options (never logged).")
     method: dict[str, Any] = Field(default_factory=dict, description="Method overrides as dotted key: value.")
     faults: FaultInjection = FaultInjection()

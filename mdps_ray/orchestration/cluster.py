@@ -43,6 +43,7 @@ class PoolPlan:
     num_gpus: float
     num_cpus: float
     threads: int
+    decode_cpus: float
 
 
 def plan_pool(device: str, num_actors: int | None) -> PoolPlan:
@@ -50,6 +51,10 @@ def plan_pool(device: str, num_actors: int | None) -> PoolPlan:
 
     (On 2 cores, two actors with 1 CPU each deadlock: the read and decode tasks never get a CPU.
     Actors here share CPUs − 1, so one CPU always stays free for Ray Data's own tasks.)
+
+    Decoding: GPU actors get it from 0.5-CPU tasks running beside them (it overlaps the GPU). CPU
+    actors ask the decode step for the same CPUs as themselves, so Ray Data fuses it into the actor:
+    there the separate decode processes would only take cores from the scorer and import torch again.
     """
     res = ray.cluster_resources()
     gpus, cpus = int(res.get("GPU", 0)), float(res.get("CPU", 1))
@@ -58,7 +63,7 @@ def plan_pool(device: str, num_actors: int | None) -> PoolPlan:
         if gpus == 0:
             raise ValueError("expected GPUs in the Ray cluster for device=cuda, got none; use device=cpu")
         n = num_actors or gpus
-        return PoolPlan("cuda", n, 1.0, 1.0, max(1, int(cpus // n) - 1))
+        return PoolPlan("cuda", n, 1.0, 1.0, max(1, int(cpus // n) - 1), decode_cpus=0.5)
     n = num_actors or max(1, int(cpus // 2))
     per_actor = max(0.1, min(1.0, (cpus - 1.0) / n))
-    return PoolPlan("cpu", n, 0.0, round(per_actor, 2), max(1, int(cpus // n)))
+    return PoolPlan("cpu", n, 0.0, round(per_actor, 2), max(1, int(cpus // n)), decode_cpus=round(per_actor, 2))

@@ -34,7 +34,7 @@ from mdps_ray.calibration import Calibration
 from mdps_ray.config import MdpsConfig, apply_overrides
 from mdps_ray.io.checkpoints import save_calibration, save_prior
 from mdps_ray.io.datasets import ImageRecord
-from mdps_ray.io.images import decode_image
+from mdps_ray.io.decode import decode_for_training
 from mdps_ray.io.manifest import list_records
 from mdps_ray.io.uris import filesystem, join, read_bytes, write_bytes
 from mdps_ray.jobconfig import TrainJobConfig
@@ -101,14 +101,6 @@ def _records(job: TrainJobConfig, root: str) -> list[ImageRecord]:
     if not records:
         raise TrainInputError(f"expected normal training images under {root} (split {job.split!r}), found none")
     return _check_images(records, job.storage_options, root)
-
-
-def decode_for_training(batch: dict[str, np.ndarray], size: int, storage_options: dict[str, Any]
-                        ) -> dict[str, np.ndarray]:
-    """CPU task: bytes → (N, 3, size, size) uint8 at the prior's resolution."""
-    pixels = np.stack([((decode_image(read_bytes(str(u), storage_options), size).numpy() + 1.0) * 127.5)
-                       .round().clip(0, 255).astype(np.uint8) for u in batch["uri"]])
-    return {"pixels": pixels, "key": batch["key"]}
 
 
 def _storage(job: TrainJobConfig) -> tuple[str, pafs.FileSystem | None]:

@@ -24,6 +24,7 @@ from mdps_ray.io.results import RESULT_SCHEMA
 from mdps_ray.io.runs import RunPaths, read_results
 from mdps_ray.jobconfig import ScoreJobConfig
 from mdps_ray.local import calibrate_local
+from mdps_ray.metrics.reduce import reduce_rows
 from mdps_ray.orchestration.score_pipeline import run_score_job
 from tests.conftest import TINY_PRIOR, make_scorer, tiny_sampler
 from tests.fixtures_infra import FAKE_SECRET
@@ -75,9 +76,15 @@ def test_one_and_two_actors_give_identical_scores(ray_local, tiny_model: Path, s
                                                    tmp_path: Path) -> None:
     base = dict(model=str(tiny_model), data=str(synthetic_root), out=str(tmp_path), batch_size=3)
     one = run_score_job(ScoreJobConfig(**base, run_id="one", num_actors=1))
-    two = run_score_job(ScoreJobConfig(**base, run_id="two", num_actors=2))
+    two = run_score_job(ScoreJobConfig(**base, run_id="two", num_actors=2, reduce_shard_rows=4))
     a, b = _scores(one.run_dir), _scores(two.run_dir)
     assert a.keys() == b.keys() and all(abs(a[k] - b[k]) <= 1e-6 for k in a)
+    # "two" was reduced by Ray tasks over shards of 4 rows: the same metrics as one pass of the
+    # core's reduce over the committed rows (what the driver does for "one")
+    rows = read_results(RunPaths(str(tmp_path), "two")).to_pylist()
+    single = reduce_rows(rows, CONFIG.prior.image_size, CONFIG.maps.crop, None, shards=1)["overall"]
+    for key in ("image_auroc", "pixel_auroc", "aupro", "f1_max", "ap"):
+        assert abs(two.metrics["overall"][key] - single[key]) <= 1e-9, key
 
 
 def test_a_killed_actor_is_replaced_and_every_image_lands_once(ray_local, tiny_model: Path,
