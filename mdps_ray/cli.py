@@ -180,10 +180,27 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="job (checkpoint_every=100) or method (train.lr=1e-3) override")
 
 
+def access_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Storage options of `evaluate`/`report`/`runs`, from ``--config`` YAML and ``--set`` overrides."""
+    import yaml
+
+    from mdps_ray.jobconfig import RunAccessConfig
+
+    data: dict[str, Any] = (yaml.safe_load(Path(args.config).read_text()) or {}) if args.config else {}
+    cfg = validate(RunAccessConfig, data, source=args.config or "arguments")
+    return dict(apply_overrides(cfg, args.overrides).storage_options)
+
+
+def _add_access_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML with storage_options (e.g. an S3 endpoint) to read the run")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override, e.g. storage_options={anon: false}")
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from mdps_ray.report import build_report
 
-    print(build_report(args.run_dir, top=args.top, out_uri=args.out))
+    print(build_report(args.run_dir, access_options(args), top=args.top, out_uri=args.out))
     return 0
 
 
@@ -191,16 +208,16 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from mdps_ray.runs_view import describe_run, list_runs
 
     if args.run_id:
-        print(describe_run(args.out, args.run_id))
+        print(describe_run(args.out, args.run_id, access_options(args)))
     else:
-        print(list_runs(args.out))
+        print(list_runs(args.out, access_options(args)))
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from mdps_ray.evaluate import evaluate_run
 
-    metrics = evaluate_run(args.run_dir)
+    metrics = evaluate_run(args.run_dir, access_options(args))
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -271,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="recompute metrics.json of a committed run")
     evaluate.add_argument("run_dir", help="a run directory URI")
+    _add_access_args(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
     report = sub.add_parser("report", help="write a self-contained report.html for a committed run")
@@ -278,10 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--top", type=_positive_int, default=8,
                         help="images in the gallery per category (default: %(default)s)")
     report.add_argument("--out", help="where to write the HTML (default: <run_dir>/report.html)")
+    _add_access_args(report)
     report.set_defaults(func=cmd_report)
     runs = sub.add_parser("runs", help="list committed runs under an output prefix, or show one")
     runs.add_argument("out", help="the output prefix given to `mdps score --out`")
     runs.add_argument("run_id", nargs="?", help="show this run: counts, metrics, model, config")
+    _add_access_args(runs)
     runs.set_defaults(func=cmd_runs)
 
     demo = sub.add_parser("demo", help="offline demo: train, calibrate and score a small dataset in-process")

@@ -58,6 +58,12 @@ class ScoreJobConfig(_Frozen):
         return data
 
 
+class RunAccessConfig(_Frozen):
+    """Reading committed runs back (`mdps evaluate`, `mdps report`, `mdps runs`)."""
+
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options (never logged).")
+
+
 def _redact(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: "***" if any(s in k.lower() for s in SECRET_KEYS) else _redact(v) for k, v in value.items()}

@@ -48,6 +48,8 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str], *needle
         (["report", "{tmp}", "--top", "0"], ["--top", "positive"]),
         (["runs", "{tmp}/none"], ["expected an output prefix"]),
         (["runs", "{tmp}", "nosuchrun"], ["nosuchrun"]),
+        (["runs", "{tmp}", "--set", "storage_option=1"], ["storage_option"]),
+        (["evaluate", "{tmp}", "--config", "{tmp}/missing.yaml"], ["missing.yaml"]),
         (["demo", "--data", "{tmp}/none"], ["expected an MVTec-layout folder"]),
         (["demo", "--train-seconds", "fast"], ["--train-seconds"]),
     ],

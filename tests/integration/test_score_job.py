@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from mdps_ray.cli import main
@@ -50,7 +51,7 @@ def _scores(run_dir: str, so: dict | None = None) -> dict[str, float]:
 
 
 def test_scores_an_s3_dataset_once_per_image_and_leaks_no_secret(
-    s3, ray_local, tiny_model: Path, synthetic_root: Path
+    s3, ray_local, tiny_model: Path, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = s3.upload(synthetic_root, "data/synthetic")
     model = s3.upload(tiny_model, "models/tiny")
@@ -68,6 +69,16 @@ def test_scores_an_s3_dataset_once_per_image_and_leaks_no_secret(
     for t in tables:
         assert t.schema.remove_metadata().equals(RESULT_SCHEMA.remove_metadata())
     assert all(r["status"] == "ok" and r["map_uri"].startswith("s3://") for r in rows)
+    # the read-back commands reach the run through the same storage options, given as a YAML file
+    (tmp_path / "s3.yaml").write_text(yaml.safe_dump({"storage_options": s3.storage_options}))
+    access = ["--config", str(tmp_path / "s3.yaml")]
+    assert main(["runs", f"s3://{s3.bucket}/scores", *access]) == 0
+    assert main(["evaluate", summary.run_dir, *access]) == 0
+    assert main(["report", summary.run_dir, "--top", "2", *access]) == 0
+    printed = capsys.readouterr()
+    assert summary.run_dir.rsplit("/", 1)[-1] in printed.out and printed.out.strip().endswith("report.html")
+    assert FAKE_SECRET not in printed.out + printed.err
+    assert fs.exists(f"{root}/report.html")
     for path in fs.find(f"{s3.bucket}/"):
         assert FAKE_SECRET.encode() not in fs.cat_file(path), path
 
