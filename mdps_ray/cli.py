@@ -21,24 +21,32 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _checked(kind: type, ok: Callable[[Any], bool], wanted: str) -> Callable[[str], Any]:
+    """An argparse ``type``: ``kind(text)`` when ``ok`` accepts it, else a one-line "expected …, got …"."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {value}")
+        return value
+
+    return parse
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {value}")
-    return value
+_positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
+_fraction = _checked(float, lambda v: 0.0 < v < 1.0, "a number in (0, 1)")
+
+
+def _yaml_file(path: str | None) -> dict[str, Any]:
+    """The mapping in a ``--config`` YAML/JSON file; {} without one."""
+    if not path:
+        return {}
+    import yaml
+
+    return yaml.safe_load(Path(path).read_text()) or {}
 
 
 def _config(args: argparse.Namespace) -> MdpsConfig:
@@ -47,9 +55,7 @@ def _config(args: argparse.Namespace) -> MdpsConfig:
 
     cfg = preset(args.preset)
     if getattr(args, "config", None):
-        import yaml
-
-        data = yaml.safe_load(Path(args.config).read_text()) or {}
+        data = _yaml_file(args.config)
         merged = {**cfg.model_dump(mode="json"), **data}
         cfg = validate(MdpsConfig, merged, source=args.config)
     return apply_overrides(cfg, args.overrides)
@@ -94,11 +100,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def score_job_config(args: argparse.Namespace) -> Any:
     """The validated :class:`ScoreJobConfig` from ``mdps score`` / ``jobs/score.py`` arguments."""
-    import yaml
-
     from mdps_ray.jobconfig import ScoreJobConfig, split_overrides
 
-    data: dict[str, Any] = (yaml.safe_load(Path(args.config).read_text()) or {}) if args.config else {}
+    data = _yaml_file(args.config)
     for key in ("model", "data", "out", "run_id", "split"):
         if getattr(args, key, None) is not None:
             data[key] = getattr(args, key)
@@ -123,11 +127,9 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def train_job_config(args: argparse.Namespace) -> Any:
     """The validated :class:`TrainJobConfig` from ``mdps train`` / ``jobs/train.py`` arguments."""
-    import yaml
-
     from mdps_ray.jobconfig import TrainJobConfig, split_overrides
 
-    data: dict[str, Any] = (yaml.safe_load(Path(args.config).read_text()) or {}) if args.config else {}
+    data = _yaml_file(args.config)
     for key in ("data", "out", "categories", "max_minutes", "max_steps", "num_workers", "preset"):
         if getattr(args, key, None) is not None:
             data[key] = getattr(args, key)
@@ -152,14 +154,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from mdps_ray.calibrate_job import calibrate_model
+    from mdps_ray.config import flatten_overrides
 
-    overrides = list(args.overrides)
-    if args.config:
-        import yaml
-
-        from mdps_ray.config import flatten_overrides
-
-        overrides = flatten_overrides(yaml.safe_load(Path(args.config).read_text()) or {}) + overrides
+    overrides = flatten_overrides(_yaml_file(args.config)) + list(args.overrides)
     cal = calibrate_model(args.model, args.data, args.holdout_fraction, args.target_fpr, overrides)
     print(json.dumps(cal.to_json(), indent=2))
     return 0
@@ -182,11 +179,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
 def access_options(args: argparse.Namespace) -> dict[str, Any]:
     """Storage options of `evaluate`/`report`/`runs`, from ``--config`` YAML and ``--set`` overrides."""
-    import yaml
-
     from mdps_ray.jobconfig import RunAccessConfig
 
-    data: dict[str, Any] = (yaml.safe_load(Path(args.config).read_text()) or {}) if args.config else {}
+    data = _yaml_file(args.config)
     cfg = validate(RunAccessConfig, data, source=args.config or "arguments")
     return dict(apply_overrides(cfg, args.overrides).storage_options)
 

@@ -35,9 +35,10 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     numeric = [all(isinstance(row[i], int | float) or row[i] is None for row in rows) for i in range(len(headers))]
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric, strict=True))
+        cols = zip(cells, widths, numeric, strict=True)
+        return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in cols).rstrip()
 
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in text)]).rstrip()
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in text)])
 
 
 METRIC_COLUMNS = ("n_images", "n_anomalous", "image_auroc", "pixel_auroc", "aupro", "f1_max")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mdps_ray.io.runs import RunPaths, committed_runs, exists, read_json
+from mdps_ray.progress import format_table, metrics_table
 
 
 def list_runs(out: str, storage_options: dict[str, Any] | None = None) -> str:
@@ -14,15 +15,14 @@ def list_runs(out: str, storage_options: dict[str, Any] | None = None) -> str:
     runs = committed_runs(out, storage_options)
     if not runs:
         return f"no committed runs under {out}"
-    lines = [f"{'run_id':28s} {'finished (UTC)':20s} {'images':>7s} {'errors':>6s} {'img AUROC':>9s}  model / config"]
+    rows = []
     for run_id in runs:
         paths = RunPaths(out, run_id)
         rec = read_json(paths.run_json, storage_options)
         auroc = read_json(paths.metrics, storage_options).get("overall", {}).get("image_auroc")
-        lines.append(f"{run_id:28s} {rec['finished_at'][:19]:20s} {rec['counts']['rows']:7d} "
-                     f"{rec['counts']['errors']:6d} {'–' if auroc is None else f'{auroc:.4f}':>9s}  "
-                     f"{rec['model_digest']} / {rec['config_hash']}")
-    return "\n".join(lines)
+        rows.append([run_id, rec["finished_at"][:19], rec["counts"]["rows"], rec["counts"]["errors"], auroc,
+                     f"{rec['model_digest']} / {rec['config_hash']}"])
+    return format_table(["run_id", "finished (UTC)", "images", "errors", "image AUROC", "model / config"], rows)
 
 
 def describe_run(out: str, run_id: str, storage_options: dict[str, Any] | None = None) -> str:
@@ -36,9 +36,7 @@ def describe_run(out: str, run_id: str, storage_options: dict[str, Any] | None =
              f"{rec['counts']['errors']} errors",
              f"  model {rec['job']['model']} (digest {rec['model_digest']}), config {rec['config_hash']}",
              f"  data {rec['job']['data']}"]
-    for cat, m in sorted(metrics.get("per_category", {}).items()):
-        shown = ", ".join(f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, float) and not k.startswith("n_"))
-        lines.append(f"  {cat}: {int(m.get('n_images', 0))} images; {shown}")
+    lines.append(metrics_table(metrics))
     if rec.get("drift"):
         lines.append("  drift vs calibration: " + ", ".join(f"{k}={v:.3g}" for k, v in rec["drift"].items()))
     return "\n".join(lines)

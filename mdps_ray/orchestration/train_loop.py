@@ -113,7 +113,7 @@ def train_func(config: dict[str, Any]) -> None:
         if bar is not None:
             bar.update(1)
             if trainer.step_count % 50 == 0:
-                bar.set_description(f"train {config.get('run_name', '')} loss {loss:.4f}")
+                bar.set_description(f"train {config['run_name']} loss {loss:.4f}")
         _maybe_kill(config, trainer.step_count, rank)
         since_report += 1
         if trainer.step_count % config["checkpoint_every"] == 0:
@@ -127,7 +127,7 @@ def train_func(config: dict[str, Any]) -> None:
 
 def _progress(config: dict[str, Any], done: int) -> tqdm_ray.tqdm:
     """Rank 0's bar, drawn by the driver (Ray's tqdm relays worker bars to the submitting process)."""
-    bar = tqdm_ray.tqdm(total=config["max_steps"], desc=f"train {config.get('run_name', '')}", unit="step")
+    bar = tqdm_ray.tqdm(total=config["max_steps"], desc=f"train {config['run_name']}", unit="step")
     bar.update(done)
     return bar
 
