@@ -64,7 +64,7 @@ def run_category(root: Path, args: argparse.Namespace, base: MdpsConfig, out: Pa
             ev = baseline_evaluation(train_records, test_records, base, device)
         else:
             cfg = apply_overrides(
-                loaded.config.model_copy(update={k: getattr(base, k) for k in ("sampler", "maps", "score")}),
+                loaded.config.model_copy(update={k: getattr(base, k) for k in ("sampler", "maps", "score", "runtime")}),
                 VARIANTS[name],
             )
             scorer, _ = build_scorer(loaded.unet, cfg, device)
