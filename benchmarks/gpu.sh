@@ -20,4 +20,4 @@ if [ -n "${DRY_RUN:-}" ]; then
 fi
 "$py" -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0))"
 exec "$py" benchmarks/sampler.py --prior paper --image-size 256 --device cuda --batch 8 --n-samples 4 \
-  --start-step 200 --stride 20 --rho 30 --reps 3 --variants fp32 bf16 channels_last compile bf16_compile
+  --start-step 200 --stride 20 --rho 30 --reps 3 --variants fp32 channels_last bf16 bf16_channels_last compile bf16_compile

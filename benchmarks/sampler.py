@@ -8,7 +8,9 @@ the code's timestep labelling and RePaint-style masked sampler) for every row. P
 s/image, the ratio to the reference, the largest map/score differences (with one image per batch
 the reference's batch-wide norm equals our per-image norm, so those must agree), FLOPs per image
 (FlopCounterMode) and achieved FLOP/s against this machine's measured matmul peak.
-The last line is ``speedup: <best ours / reference>`` over the rows that agree with fp32.
+fp32 rows must equal the reference for one image (1e-3); bf16/fp16 rows must stay within what changing
+the sampler seed alone does to the fp32 map. The last line is ``speedup: <best ours / reference>``
+over the rows within their tolerance; the line before it counts the fp32 rows only.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         "--variants",
         nargs="+",
         default=["fp32", "channels_last", "bf16"],
-        choices=["fp32", "channels_last", "bf16", "fp16", "compile", "bf16_compile"],
+        choices=list(VARIANTS),
     )
     args = p.parse_args(argv)
     torch.manual_seed(0)
@@ -130,65 +133,92 @@ def main(argv: list[str] | None = None) -> int:
     peak = matmul_peak(device, torch.float32)
     peak_bf16 = matmul_peak(device, torch.bfloat16)
 
-    rows = [("reference (official structure)", t_ref, ref_scores, ref_maps, True, peak)]
+    # The tolerance for low-precision rows: how far the fp32 map moves when only the sampler's seed changes.
+    reseeded = base.model_copy(update={"sampler": base.sampler.model_copy(update={"seed": base.sampler.seed + 1})})
+    other, _ = build_scorer(unet, reseeded, device)
+    other.mask_threshold = threshold
+    seed_rel = relative_difference(other.score(y[:1], ids[:1]).anomaly_map, one_ref_maps)
+
     print(
         f"{'variant':32s} {'img/s':>8s} {'s/img':>8s} {'ratio':>6s} {'max|dmap|':>10s} {'max|dscore|':>11s} "
-        f"{'1-img dmap':>10s} {'TFLOP/s':>8s} {'%peak':>6s}"
+        f"{'1-img dmap':>10s} {'1-img rel':>9s} {'TFLOP/s':>8s} {'%peak':>6s}"
     )
-    line(rows[0], t_ref, args.batch, flops_per_image, ref_maps, ref_scores, None)
-    best = 0.0
+    ref_row = Row("reference (official structure)", t_ref, ref_scores, ref_maps, None, None, True, peak)
+    ref_row.print(t_ref, args.batch, flops_per_image, ref_maps, ref_scores)
+    best_exact = best = 0.0
     for name in args.variants:
-        rt = {
-            "fp32": {},
-            "channels_last": {"channels_last": True},
-            "bf16": {"precision": "bf16"},
-            "fp16": {"precision": "fp16"},
-            "compile": {"compile": True},
-            "bf16_compile": {"precision": "bf16", "compile": True},
-        }[name]
-        cfg = base.model_copy(update={"runtime": base.runtime.model_copy(update=rt)})
+        cfg = base.model_copy(update={"runtime": base.runtime.model_copy(update=VARIANTS[name])})
         u = build_unet(prior)
         u.load_state_dict(unet.state_dict())
         scorer, _ = build_scorer(u, cfg, device)
         scorer.mask_threshold = threshold
         t, res = timed(lambda s=scorer: s.score(y, ids), device, args.reps)
-        one = scorer.score(y[:1], ids[:1])
-        agree = (one.anomaly_map - one_ref_maps).abs().max().item() <= 1e-3 * max(one_ref_maps.abs().max().item(), 1)
-        pk = peak_bf16 if "bf16" in name or "fp16" in name else peak
-        line(
-            (f"ours {name}", t, res.score, res.anomaly_map, agree, pk),
-            t_ref,
-            args.batch,
-            flops_per_image,
-            ref_maps,
-            ref_scores,
-            (one.anomaly_map - one_ref_maps).abs().max().item(),
-        )
-        if agree and name in ("fp32", "channels_last", "compile"):
+        one = scorer.score(y[:1], ids[:1]).anomaly_map
+        diff, rel = (one - one_ref_maps).abs().max().item(), relative_difference(one, one_ref_maps)
+        exact = diff <= 1e-3 * max(one_ref_maps.abs().max().item(), 1)
+        low = cfg.runtime.precision != "fp32"
+        agree = rel <= seed_rel if low else exact
+        row = Row(f"ours {name}", t, res.score, res.anomaly_map, diff, rel, agree, peak_bf16 if low else peak)
+        row.print(t_ref, args.batch, flops_per_image, ref_maps, ref_scores, low)
+        if agree:
             best = max(best, t_ref / t)
+            if not low:
+                best_exact = max(best_exact, t_ref / t)
     print(
         f"FLOPs per image (ours): {flops_per_image / 1e9:.2f} GFLOP; matmul peak fp32 {peak / 1e12:.3f} TFLOP/s, "
         f"bf16 {peak_bf16 / 1e12:.3f} TFLOP/s"
     )
     print(
         "max|dmap| over the batch differs from 0 because the reference takes the guidance norm and the map max "
-        "ratio over the whole batch; '1-img dmap' (one image per batch, where both rules coincide) must be ~0."
+        "ratio over the whole batch; '1-img dmap' (one image per batch, where both rules coincide) must be ~0 "
+        "for fp32 rows. '1-img rel' = mean|dmap| / mean|map|; low-precision rows must stay within what a "
+        f"change of sampler seed alone moves the fp32 map: {seed_rel:.3f}."
     )
+    print(f"speedup, fp32 rows (maps equal within 1e-3): {best_exact:.2f}")
     print(f"speedup: {best:.2f}")
     return 0
 
 
-def line(row, t_ref, batch, flops, ref_maps, ref_scores, one_diff):
-    name, t, scores, maps, agree, peak = row
-    achieved = flops * batch / t
-    dmap = (maps - ref_maps).abs().max().item()
-    dscore = (scores - ref_scores).abs().max().item()
-    one = "" if one_diff is None else f"{one_diff:.2e}"
-    mark = "" if agree else "  (differs from fp32 beyond 1e-3)"
-    print(
-        f"{name:32s} {batch / t:8.3f} {t / batch:8.3f} {t_ref / t:6.2f} {dmap:10.2e} {dscore:11.2e} {one:>10s} "
-        f"{achieved / 1e12:8.4f} {100 * achieved / peak:6.2f}{mark}"
-    )
+VARIANTS = {
+    "fp32": {"channels_last": False},
+    "channels_last": {"channels_last": True},
+    "bf16": {"precision": "bf16", "channels_last": False},
+    "bf16_channels_last": {"precision": "bf16", "channels_last": True},
+    "fp16": {"precision": "fp16", "channels_last": True},
+    "compile": {"compile": True},
+    "bf16_compile": {"precision": "bf16", "compile": True},
+}
+
+
+def relative_difference(a: torch.Tensor, ref: torch.Tensor) -> float:
+    """mean |a − ref| / mean |ref|."""
+    return ((a - ref).abs().mean() / ref.abs().mean().clamp_min(1e-12)).item()
+
+
+@dataclass
+class Row:
+    name: str
+    seconds: float
+    scores: torch.Tensor
+    maps: torch.Tensor
+    one_diff: float | None
+    one_rel: float | None
+    agree: bool
+    peak: float
+
+    def print(self, t_ref, batch, flops, ref_maps, ref_scores, low: bool = False) -> None:
+        achieved = flops * batch / self.seconds
+        dmap = (self.maps - ref_maps).abs().max().item()
+        dscore = (self.scores - ref_scores).abs().max().item()
+        one = "" if self.one_diff is None else f"{self.one_diff:.2e}"
+        rel = "" if self.one_rel is None else f"{self.one_rel:.3f}"
+        tolerance = "seed-noise tolerance" if low else "1e-3 of fp32"
+        mark = f"  (within {tolerance})" if low and self.agree else "" if self.agree else f"  (outside {tolerance})"
+        print(
+            f"{self.name:32s} {batch / self.seconds:8.3f} {self.seconds / batch:8.3f} {t_ref / self.seconds:6.2f} "
+            f"{dmap:10.2e} {dscore:11.2e} {one:>10s} {rel:>9s} {achieved / 1e12:8.4f} {100 * achieved / self.peak:6.2f}"
+            f"{mark}"
+        )
 
 
 if __name__ == "__main__":

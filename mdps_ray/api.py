@@ -40,7 +40,7 @@ def build_scorer(
     if isinstance(backbone, torch.nn.Module):
         backbone.to(device)
     rt = config.runtime
-    unet = prepare_unet(unet, device, rt.channels_last, rt.compile)
+    unet = prepare_unet(unet, device, rt.channels_last, rt.compile, rt.precision)
     threshold = calibration.mask_threshold if calibration is not None else None
     denoiser = unet_denoiser(unet, rt.precision, rt.channels_last)
     scorer = AnomalyScorer(denoiser, config.prior, config.sampler, config.maps, config.score, backbone, threshold)

@@ -164,7 +164,12 @@ class RuntimeConfig(_Frozen):
     """How the scorer runs (speed knobs); outputs agree with the fp32 defaults within tolerance."""
 
     precision: Literal["fp32", "bf16", "fp16"] = Field(
-        "fp32", description="UNet autocast dtype; the maps and scores stay fp32."
+        "fp32",
+        description=(
+            "UNet weight/activation dtype; sampler maths, maps and scores stay fp32. On a CPU with AVX512-BF16, "
+            "bf16 with channels_last=false ran the UNet 1.3x faster and scored real categories 1.1-1.2x faster "
+            "end to end at the same AUROC (+-0.002); slow on CPUs without bf16 instructions."
+        ),
     )
     channels_last: bool = Field(True, description="NHWC memory format for the UNet (1.25x on CPU, same maps).")
     compile: bool = Field(False, description="torch.compile the UNet (first batch pays the compile time).")
