@@ -57,16 +57,14 @@ def alpha_bars(cfg: PriorConfig) -> torch.Tensor:
     return schedule.alphas_cumprod(betas)
 
 
-LOW_PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def precision_dtype(precision: str) -> torch.dtype:
     """The UNet's dtype for a ``runtime.precision`` value."""
-    if precision == "fp32":
-        return torch.float32
-    if precision not in LOW_PRECISION_DTYPES:
+    if precision not in PRECISION_DTYPES:
         raise ValueError(f"expected precision fp32, bf16 or fp16, got {precision!r}")
-    return LOW_PRECISION_DTYPES[precision]
+    return PRECISION_DTYPES[precision]
 
 
 def unet_denoiser(unet: torch.nn.Module, precision: str = "fp32", channels_last: bool = False) -> Denoiser:
