@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             "sampler.masked_sampler=replace",
             f"maps.backbone={backbone}",
             f"maps.blur_sigma={args.image_size / 64}",
+            "maps.stage1_weight=0",  # the official final map is the stage-2 map alone
         ],
     )
     with tempfile.TemporaryDirectory() as tmp:

@@ -144,6 +144,14 @@ class MapConfig(_Frozen):
     blur_sigma: float = Field(1.0, ge=0, description="Gaussian σ in pixels (4 at 256 px in the paper); 0 = none.")
     scale: float = Field(0.5, gt=0, description="Multiplier of the final map (the code's /2).")
     crop: int | None = Field(None, ge=1, description="Centre crop before scoring (224 for MVTec in the paper).")
+    stage1_weight: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "Two-stage only: final map = stage-2 map + w * stage-1 map, so that pixels outside the mask (zero in "
+            "the stage-2 map) are ordered by their stage-1 evidence; 0 = the paper's final map."
+        ),
+    )
 
     @model_validator(mode="after")
     def _check(self) -> MapConfig:

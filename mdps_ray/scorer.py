@@ -3,7 +3,8 @@
 One process, one device. This is what a Ray actor wraps and what the benchmarks call.
 
     stage 1: n unmasked guided posterior samples → map A₁ → m = 1[A₁ > threshold]
-    stage 2: n masked guided posterior samples   → map A  → image score s
+    stage 2: n masked guided posterior samples   → map A₂
+    final:   A = A₂ + w · A₁ (``maps.stage1_weight``)   → image score s
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class ScoreResult:
     Attributes:
         image_ids: B ids, in input order.
         score: image scores, (B,).
-        anomaly_map: final map, (B, 1, h, w); h = w = ``maps.crop`` when cropping, else H.
+        anomaly_map: final map A₂ + w · A₁, (B, 1, h, w); h = w = ``maps.crop`` when cropping, else H.
         reconstruction: mean stage-2 posterior sample, (B, 3, H, W).
         stage1_map: stage-1 map, (B, 1, H, W), or None for single-stage sampling.
         mask: the stage-2 mask m, (B, 1, H, W), or None.
@@ -170,6 +171,8 @@ class AnomalyScorer:
             mask = masking.binary_mask(stage1_map, threshold)
         out = self.run_stage(y, image_ids, self.sampler.stage2, "stage2", mask)
         final = out.anomaly_map
+        if stage1_map is not None:
+            final = maps.fuse_stages(final, stage1_map, self.map_cfg.stage1_weight)
         if self.map_cfg.crop is not None:
             final = maps.center_crop(final, self.map_cfg.crop)
         s = scores.image_score(final, self.score_cfg.method, self.score_cfg.k, self.score_cfg.fraction)

@@ -20,6 +20,7 @@ from mdps_ray.models.prior import build_unet
 VARIANTS: dict[str, list[str]] = {
     "default": [],
     "stage1_only": ["sampler.mask.mode=none"],
+    "stage2_map_only": ["maps.stage1_weight=0"],
     "no_guidance": ["sampler.mask.mode=none", "sampler.stage2.rho=0"],
     "pixel_only": ["maps.backbone=none"],
     "lpips_alex": ["maps.backbone=lpips-alex"],

@@ -73,6 +73,21 @@ def combine(
     return feature_map + pixel_weight * ratio * pixel_map
 
 
+def fuse_stages(stage2_map: torch.Tensor, stage1_map: torch.Tensor, weight: float) -> torch.Tensor:
+    """A = A₂ + w · A₁, the final map of the two-stage method; (B, 1, H, W) each.
+
+    With the paper's noise-mixing sampler A₂ is exactly zero where m = 0 (x̂0 = y there), so every
+    unmasked pixel ties at zero. A small w lets the stage-1 evidence order those pixels while A₂
+    still dominates inside the mask; w = 0 is the paper's final map.
+    """
+    if weight < 0:
+        raise ValueError(f"expected a stage-1 weight >= 0, got {weight}")
+    if stage1_map.shape != stage2_map.shape:
+        shapes = f"{tuple(stage2_map.shape)} and {tuple(stage1_map.shape)}"
+        raise ValueError(f"expected stage-1 and stage-2 maps of equal shape, got {shapes}")
+    return stage2_map if weight == 0 else stage2_map + weight * stage1_map
+
+
 def gaussian_kernel1d(sigma: float, size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Normalised 1-D Gaussian window of odd length ``size``."""
     if size % 2 != 1 or sigma <= 0:

@@ -58,6 +58,7 @@ def test_presets_cover_the_18_released_configurations() -> None:
     assert (bottle.sampler.stage2.start_step, bottle.sampler.stage2.rho) == (200, 100)
     assert bottle.sampler.mask.mode == "transductive" and bottle.sampler.mask.fraction == 0.12
     assert bottle.maps.pixel_weight == 7 and bottle.maps.crop == 224 and bottle.score.k == 500
+    assert bottle.maps.stage1_weight == 0 and preset("default").maps.stage1_weight == 0.1
     assert preset("paper/mvtec/carpet").sampler.mask.mode == "none"
     assert preset("paper/btad/01").maps.crop is None
     with pytest.raises(ConfigError, match="expected a preset"):

@@ -93,3 +93,17 @@ def test_blur_handles_images_smaller_than_the_kernel() -> None:
     assert out.shape == x.shape and torch.isfinite(out).all()
     assert torch.allclose(out.mean(), x.mean(), atol=0.1)
     assert F.mse_loss(out, x) > 0
+
+
+def test_fuse_stages_adds_the_weighted_stage1_map() -> None:
+    a2 = torch.tensor([[[[0.0, 0.0], [0.9, 0.0]]]])
+    a1 = torch.tensor([[[[0.1, 0.3], [0.8, 0.2]]]])
+    fused = maps.fuse_stages(a2, a1, 0.1)
+    assert torch.allclose(fused, torch.tensor([[[[0.01, 0.03], [0.98, 0.02]]]]))
+    # the zeros of A₂ are now ordered by A₁, and the masked pixel still ranks first
+    assert fused.flatten().argsort().tolist() == [0, 3, 1, 2]
+    assert maps.fuse_stages(a2, a1, 0.0) is a2
+    with pytest.raises(ValueError, match="expected a stage-1 weight >= 0, got -1"):
+        maps.fuse_stages(a2, a1, -1.0)
+    with pytest.raises(ValueError, match=r"equal shape, got \(1, 1, 2, 2\) and \(1, 1, 1, 2\)"):
+        maps.fuse_stages(a2, a1[..., :1, :], 0.1)

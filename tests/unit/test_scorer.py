@@ -17,7 +17,7 @@ def test_batch_of_four_equals_each_alone(
     tiny_unet: torch.nn.Module, images16: torch.Tensor, mode: str, masked_sampler: str
 ) -> None:
     sampler = tiny_sampler(mask=MaskConfig(mode=mode, threshold=0.05), masked_sampler=masked_sampler)
-    scorer = make_scorer(tiny_unet, sampler)
+    scorer = make_scorer(tiny_unet, sampler, MapConfig(backbone="random", blur_sigma=1.0, stage1_weight=0.1))
     batch = scorer.score(images16, IDS)
     for i in range(4):
         alone = scorer.score(images16[i : i + 1], IDS[i : i + 1])
@@ -45,6 +45,21 @@ def test_outputs_have_documented_shapes(tiny_unet: torch.nn.Module, images16: to
     assert r.stage1_map is not None and r.stage1_map.shape == (4, 1, 16, 16)
     assert r.mask is not None and set(r.mask.unique().tolist()) <= {0.0, 1.0}
     assert torch.isfinite(r.score).all() and (r.anomaly_map >= 0).all()
+
+
+def test_final_map_is_stage2_plus_weighted_stage1(tiny_unet: torch.nn.Module, images16: torch.Tensor) -> None:
+    sampler = tiny_sampler(mask=MaskConfig(mode="calibrated", threshold=0.15))
+    paper = make_scorer(tiny_unet, sampler).score(images16, IDS)
+    fused = make_scorer(tiny_unet, sampler, MapConfig(backbone="random", blur_sigma=1.0, stage1_weight=0.5))
+    r = fused.score(images16, IDS)
+    assert paper.mask is not None and paper.stage1_map is not None and 0 < paper.mask.mean() < 1
+    assert torch.allclose(r.anomaly_map, paper.anomaly_map + 0.5 * paper.stage1_map, atol=1e-6)
+    assert not torch.allclose(r.score, paper.score)
+    # single stage: there is no stage-1 map, so the weight changes nothing
+    single = tiny_sampler(mask=MaskConfig(mode="none"))
+    plain = make_scorer(tiny_unet, single).score(images16, IDS)
+    weighted = make_scorer(tiny_unet, single, MapConfig(backbone="random", blur_sigma=1.0, stage1_weight=0.5))
+    assert torch.equal(weighted.score(images16, IDS).anomaly_map, plain.anomaly_map)
 
 
 def test_pixel_only_maps_work_without_a_backbone(tiny_unet: torch.nn.Module, images16: torch.Tensor) -> None:
