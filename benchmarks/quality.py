@@ -26,7 +26,7 @@ from mdps_ray.io.checkpoints import load_prior, save_prior
 from mdps_ray.io.datasets import list_mvtec
 from mdps_ray.local import calibrate_local, evaluate_local, split_holdout, train_local
 from mdps_ray.presets import preset
-from mdps_ray.variants import VARIANTS, baseline_evaluation
+from mdps_ray.variants import DESCRIPTIONS, VARIANTS, baseline_evaluation
 
 COLUMNS = [
     "category",
@@ -39,24 +39,28 @@ COLUMNS = [
     "psnr_normal",
     "ssim_normal",
     "seconds_per_image",
+    "what_it_is",
 ]
 
 
-def run_category(root: Path, args: argparse.Namespace, base: MdpsConfig, out: Path) -> list[dict]:
+def run_category(root: Path, args: argparse.Namespace, base: MdpsConfig, out: Path) -> tuple[list[dict], str]:
+    """One row per variant, and a line saying where the prior came from and how long it all took."""
     category = root.name
+    started = time.monotonic()
     device = torch.device(args.device)
     train_records, holdout = split_holdout(list_mvtec(str(root), "train"), 0.1)
     test_records = list_mvtec(str(root), "test")
     model_dir = Path(args.model) if args.model else out / "models" / category
+    prior_line = f"loaded from `{model_dir}`"
     if not (model_dir / "mdps.json").exists() or args.retrain:
         t0 = time.monotonic()
         trainer = train_local(train_records, base, 10**9, args.budget_minutes * 60, device)
         digest = save_prior(trainer.final_unet(), base, str(model_dir))
-        print(
-            f"[{category}] trained {trainer.step_count} steps in {time.monotonic() - t0:.0f} s, "
-            f"final loss {sum(trainer.losses[-50:]) / 50:.4f}, digest {digest}",
-            flush=True,
+        prior_line = (
+            f"trained {trainer.step_count} steps in {time.monotonic() - t0:.0f} s, "
+            f"final loss {sum(trainer.losses[-50:]) / 50:.4f}, digest {digest}"
         )
+        print(f"[{category}] {prior_line}", flush=True)
     loaded = load_prior(str(model_dir))
     rows = []
     for name in args.variants:
@@ -72,13 +76,15 @@ def run_category(root: Path, args: argparse.Namespace, base: MdpsConfig, out: Pa
                 cal = calibrate_local(scorer, holdout, args.batch_size, device)
                 scorer.mask_threshold = cal.mask_threshold
             ev = evaluate_local(scorer, test_records, args.batch_size, device)
-        row = {"category": category, "variant": name, **{k: ev.metrics.get(k, float("nan")) for k in COLUMNS[2:]}}
+        metrics = {k: ev.metrics.get(k, float("nan")) for k in COLUMNS[2:-1]}
+        row = {"category": category, "variant": name, **metrics, "what_it_is": DESCRIPTIONS[name]}
         print(" | ".join(f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in COLUMNS), flush=True)
         rows.append(row)
-    return rows
+    minutes = (time.monotonic() - started) / 60
+    return rows, f"{category}: prior {prior_line}; {len(rows)} variants; {minutes:.1f} min in all"
 
 
-def write_tables(rows: list[dict], out: Path, command: str) -> None:
+def write_tables(rows: list[dict], out: Path, command: str, summary: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "quality.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
@@ -88,6 +94,8 @@ def write_tables(rows: list[dict], out: Path, command: str) -> None:
         f"Command: `{command}`",
         "",
         f"Machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "",
+        *[f"- {line}" for line in summary],
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),
@@ -113,14 +121,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     base = apply_overrides(preset(args.preset), args.overrides)
     out = Path(args.out)
-    rows = []
+    rows, summary = [], []
     for cat in args.categories:
         root = Path(args.data) / cat
         if not root.is_dir():
             print(f"skipping {cat}: {root} not found", file=sys.stderr)
             continue
-        rows += run_category(root, args, base, out)
-    write_tables(rows, out, "python " + " ".join(sys.argv))
+        category_rows, line = run_category(root, args, base, out)
+        rows += category_rows
+        summary.append(line)
+    write_tables(rows, out, "python " + " ".join(sys.argv), summary)
     (out / "quality_config.json").write_text(json.dumps(base.model_dump(mode="json"), indent=2))
     return 0
 

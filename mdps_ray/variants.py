@@ -34,6 +34,24 @@ VARIANTS: dict[str, list[str]] = {
     "random_trunk": ["maps.backbone=random"],
 }
 
+DESCRIPTIONS: dict[str, str] = {
+    "default": "the configuration under test (two-stage MDPS, calibrated mask, its maps)",
+    "stage1_only": "unmasked guided sampling only, one stage",
+    "stage2_map_only": "final map = stage-2 map alone (the paper's; maps.stage1_weight=0)",
+    "no_guidance": "one stage, rho = 0: plain DDIM noise-and-denoise",
+    "pixel_only": "pixel (L1) maps only",
+    "lpips_alex": "L1 + LPIPS-alex maps",
+    "perceptual_only": "LPIPS-alex maps only",
+    "n1": "1 posterior sample per stage",
+    "n2": "2 posterior samples per stage",
+    "n4": "4 posterior samples per stage",
+    "n8": "8 posterior samples per stage",
+    "transductive": "the paper's test-set min/max mask threshold",
+    "lpips_vgg": "L1 + LPIPS-vgg maps",
+    "random_trunk": "L1 + LPIPS maps with a random (untrained) trunk",
+    "baseline": "trivial: the mean normal training image as the reconstruction, same maps",
+}
+
 
 def baseline_evaluation(
     train_records: Sequence[ImageRecord],

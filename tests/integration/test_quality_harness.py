@@ -33,5 +33,11 @@ def test_harness_writes_one_row_per_variant_with_metrics_in_range(synthetic_root
             assert 0.0 <= float(r[key]) <= 1.0, (r["variant"], key)
         assert float(r["seconds_per_image"]) > 0
         assert math.isnan(float(r["psnr_normal"])) == (r["variant"] == "baseline")
+    assert [r["what_it_is"] for r in rows] == [quality.DESCRIPTIONS[v] for v in variants]
     md = (tmp_path / "quality.md").read_text()
     assert md.count("\n| ") == len(variants) + 1  # header + one line per variant
+    assert f"- {synthetic_root.name}: prior trained " in md and f"{len(variants)} variants;" in md
+
+
+def test_every_variant_has_a_description() -> None:
+    assert set(quality.DESCRIPTIONS) == {*quality.VARIANTS, "baseline"}
