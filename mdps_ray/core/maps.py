@@ -76,9 +76,9 @@ def combine(
 def fuse_stages(stage2_map: torch.Tensor, stage1_map: torch.Tensor, weight: float) -> torch.Tensor:
     """A = A₂ + w · A₁, the final map of the two-stage method; (B, 1, H, W) each.
 
-    With the paper's noise-mixing sampler A₂ is exactly zero where m = 0 (x̂0 = y there), so every
-    unmasked pixel ties at zero. A small w lets the stage-1 evidence order those pixels while A₂
-    still dominates inside the mask; w = 0 is the paper's final map.
+    With the paper's noise-mixing sampler A₂ is zero where m = 0 (x̂0 = y there; only the blur
+    spills over the mask's edge), so the unmasked pixels tie at zero. A small w lets the stage-1
+    evidence order those pixels while A₂ still dominates inside the mask; w = 0 is the paper's.
     """
     if weight < 0:
         raise ValueError(f"expected a stage-1 weight >= 0, got {weight}")
