@@ -8,6 +8,7 @@ result.score, result.anomaly_map, det.is_anomalous(result)
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 from diffusers import UNet2DModel
 
 from mdps_ray.calibration import Calibration
-from mdps_ray.config import ConfigError, MdpsConfig, apply_overrides
+from mdps_ray.config import ConfigError, MdpsConfig, apply_overrides, method_hash
 from mdps_ray.io.checkpoints import load_prior
 from mdps_ray.io.loading import load_images
 from mdps_ray.io.weights import load_backbone_weights
@@ -77,7 +78,17 @@ class Detector:
         cfg = apply_overrides(cfg, list(overrides))
         if cfg.prior != loaded.config.prior:
             raise ConfigError("expected no prior.* overrides at scoring time: the prior is fixed by the model")
-        scorer, bdigest = build_scorer(loaded.unet, cfg, device, loaded.calibration, storage_options)
+        cal = loaded.calibration
+        if cal is not None and cal.method_hash and cal.method_hash != method_hash(cfg.prior, cfg.sampler, cfg.maps,
+                                                                                 cfg.score):
+            warnings.warn(
+                f"expected the sampler/maps/score settings that calibration.json of {model_uri} was fitted with, got "
+                "different ones (a config or overrides): its mask and score thresholds may not fit these maps; "
+                "recalibrate with `mdps calibrate --model … --data …` and the same settings",
+                UserWarning,
+                stacklevel=2,
+            )
+        scorer, bdigest = build_scorer(loaded.unet, cfg, device, cal, storage_options)
         return cls(scorer, cfg, loaded.digest, bdigest, loaded.calibration, torch.device(device))
 
     def score(self, images: torch.Tensor | Sequence[str], image_ids: Sequence[str] | None = None) -> ScoreResult:

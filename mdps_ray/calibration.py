@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from mdps_ray.config import method_hash
 from mdps_ray.core import masking
 
 CALIBRATION_VERSION = 1
@@ -32,6 +33,7 @@ class Calibration:
     score_stats: dict[str, float] = field(default_factory=dict)
     config_hash: str = ""
     model_digest: str = ""
+    method_hash: str = ""  # prior/sampler/maps/score the thresholds were fitted with; "" in older files
 
     def to_json(self) -> dict[str, Any]:
         return {"version": CALIBRATION_VERSION, **asdict(self)}
@@ -89,4 +91,5 @@ def fit_calibration(
         score_stats=score_statistics(all_scores),
         config_hash=config_hash,
         model_digest=model_digest,
+        method_hash=method_hash(scorer.prior, scorer.sampler, scorer.map_cfg, scorer.score_cfg),
     )

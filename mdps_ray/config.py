@@ -204,6 +204,12 @@ def config_hash(model: BaseModel) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def method_hash(prior: PriorConfig, sampler: SamplerConfig, maps: MapConfig, score: ScoreConfig) -> str:
+    """Hash of the settings that calibrated thresholds depend on (runtime knobs left out)."""
+    text = "|".join(config_hash(part) for part in (prior, sampler, maps, score))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def format_validation_error(err: ValidationError, source: str = "config") -> str:
     """One line per problem: where, what was expected, what was given, what to do."""
     parts = []

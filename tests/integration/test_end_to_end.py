@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -42,8 +43,14 @@ def test_train_save_load_calibrate_score(synthetic_root: Path, tmp_path: Path) -
     cal = calibrate_local(det.scorer, holdout, 8, cpu, model_digest=digest)
     save_calibration(cal, str(model))
 
-    det = Detector.load(str(model))
-    assert det.calibration == cal and det.scorer.mask_threshold == cal.mask_threshold
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        det = Detector.load(str(model))
+        Detector.load(str(model), overrides=["runtime.channels_last=false"])  # speed knobs keep the thresholds
+    assert not [w for w in caught if "calibration.json" in str(w.message)]
+    assert det.calibration == cal and det.scorer.mask_threshold == cal.mask_threshold and cal.method_hash
+    with pytest.warns(UserWarning, match=r"calibration\.json of .* was fitted with, got different ones"):
+        Detector.load(str(model), overrides=["maps.stage1_weight=0.5"])
     test = list_mvtec(str(synthetic_root), "test")
     result = det.score([r.uri for r in test[:3]], [r.image_id for r in test[:3]])
     assert result.score.shape == (3,) and det.is_anomalous(result).dtype == torch.bool
