@@ -67,11 +67,14 @@ class Detector:
         device: str | torch.device = "cpu",
         storage_options: dict[str, Any] | None = None,
         overrides: Sequence[str] = (),
+        check_calibration: bool = True,
     ) -> Detector:
         """Load a model directory.
 
         ``config`` replaces the config stored with the model; ``overrides`` (dotted ``key=value``)
-        are applied on top. The prior part always comes from the model.
+        are applied on top. The prior part always comes from the model. With ``check_calibration``
+        a calibration fitted with other sampler/maps/score settings than the resulting ones warns
+        (off when recalibrating, which replaces it).
         """
         loaded = load_prior(model_uri, storage_options)
         cfg = loaded.config if config is None else config.model_copy(update={"prior": loaded.config.prior})
@@ -79,8 +82,8 @@ class Detector:
         if cfg.prior != loaded.config.prior:
             raise ConfigError("expected no prior.* overrides at scoring time: the prior is fixed by the model")
         cal = loaded.calibration
-        if cal is not None and cal.method_hash and cal.method_hash != method_hash(cfg.prior, cfg.sampler, cfg.maps,
-                                                                                 cfg.score):
+        fitted_with = cal.method_hash if cal is not None and check_calibration else ""
+        if fitted_with and fitted_with != method_hash(cfg.prior, cfg.sampler, cfg.maps, cfg.score):
             warnings.warn(
                 f"expected the sampler/maps/score settings that calibration.json of {model_uri} was fitted with, got "
                 "different ones (a config or overrides): its mask and score thresholds may not fit these maps; "

@@ -16,7 +16,7 @@ from mdps_ray.local import calibrate_local, split_holdout
 def calibrate_model(model: str, data: str, holdout_fraction: float = 0.1, target_fpr: float = 0.01,
                     overrides: list[str] | None = None, storage_options: dict[str, Any] | None = None) -> Calibration:
     """Fit and write calibration.json; an MVTec root uses the same held-out split as training."""
-    det = Detector.load(model, storage_options=storage_options, overrides=overrides or [])
+    det = Detector.load(model, storage_options=storage_options, overrides=overrides or [], check_calibration=False)
     layout = detect_layout(data, storage_options)
     records = [r for r in list_records(data, layout, "train", storage_options) if r.label in (0, None)]
     if layout == "mvtec":
