@@ -28,19 +28,8 @@ from mdps_ray.local import calibrate_local, evaluate_local, split_holdout, train
 from mdps_ray.presets import preset
 from mdps_ray.variants import DESCRIPTIONS, VARIANTS, baseline_evaluation
 
-COLUMNS = [
-    "category",
-    "variant",
-    "image_auroc",
-    "pixel_auroc",
-    "aupro",
-    "f1_max",
-    "ap",
-    "psnr_normal",
-    "ssim_normal",
-    "seconds_per_image",
-    "what_it_is",
-]
+METRICS = ["image_auroc", "pixel_auroc", "aupro", "f1_max", "ap", "psnr_normal", "ssim_normal", "seconds_per_image"]
+COLUMNS = ["category", "variant", *METRICS, "what_it_is"]
 
 
 def run_category(root: Path, args: argparse.Namespace, base: MdpsConfig, out: Path) -> tuple[list[dict], str]:
@@ -76,7 +65,7 @@ def run_category(root: Path, args: argparse.Namespace, base: MdpsConfig, out: Pa
                 cal = calibrate_local(scorer, holdout, args.batch_size, device)
                 scorer.mask_threshold = cal.mask_threshold
             ev = evaluate_local(scorer, test_records, args.batch_size, device)
-        metrics = {k: ev.metrics.get(k, float("nan")) for k in COLUMNS[2:-1]}
+        metrics = {k: ev.metrics.get(k, float("nan")) for k in METRICS}
         row = {"category": category, "variant": name, **metrics, "what_it_is": DESCRIPTIONS[name]}
         print(" | ".join(f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in COLUMNS), flush=True)
         rows.append(row)

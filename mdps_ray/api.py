@@ -92,7 +92,7 @@ class Detector:
                 stacklevel=2,
             )
         scorer, bdigest = build_scorer(loaded.unet, cfg, device, cal, storage_options)
-        return cls(scorer, cfg, loaded.digest, bdigest, loaded.calibration, torch.device(device))
+        return cls(scorer, cfg, loaded.digest, bdigest, cal, torch.device(device))
 
     def score(self, images: torch.Tensor | Sequence[str], image_ids: Sequence[str] | None = None) -> ScoreResult:
         """Score a tensor (B, 3, H, W) in [−1, 1] or a list of image paths/URIs."""
