@@ -25,16 +25,16 @@ from pathlib import Path
 import torch
 
 from mdps_ray.api import build_scorer
-from mdps_ray.config import apply_overrides
-from mdps_ray.io.checkpoints import save_prior
-from mdps_ray.io.datasets import list_mvtec
-from mdps_ray.io.loading import iter_batches
-from mdps_ray.io.synthetic import make_dataset
-from mdps_ray.jobconfig import ScoreJobConfig
+from mdps_ray.config.jobs import ScoreJobConfig
+from mdps_ray.config.overrides import apply_overrides
+from mdps_ray.config.presets import DEFAULT
+from mdps_ray.data.images import iter_batches
+from mdps_ray.data.records import list_mvtec
+from mdps_ray.data.synthetic import make_dataset
 from mdps_ray.models.prior import build_unet
 from mdps_ray.orchestration.cluster import init_ray
 from mdps_ray.orchestration.score_pipeline import run_score_job
-from mdps_ray.presets import DEFAULT
+from mdps_ray.storage.checkpoints import save_prior
 
 
 def main(argv: list[str] | None = None) -> int:

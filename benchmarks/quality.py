@@ -20,13 +20,17 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository root
+
+from benchmarks.variants import DESCRIPTIONS, VARIANTS, baseline_evaluation
 from mdps_ray.api import build_scorer
-from mdps_ray.config import MdpsConfig, apply_overrides
-from mdps_ray.io.checkpoints import load_prior, save_prior
-from mdps_ray.io.datasets import list_mvtec
-from mdps_ray.local import calibrate_local, evaluate_local, split_holdout, train_local
-from mdps_ray.presets import preset
-from mdps_ray.variants import DESCRIPTIONS, VARIANTS, baseline_evaluation
+from mdps_ray.config.method import MdpsConfig
+from mdps_ray.config.overrides import apply_overrides
+from mdps_ray.config.presets import preset
+from mdps_ray.data.records import list_mvtec
+from mdps_ray.data.splits import split_holdout
+from mdps_ray.storage.checkpoints import load_prior, save_prior
+from mdps_ray.workflows import calibrate_local, evaluate_local, train_local
 
 METRICS = ["image_auroc", "pixel_auroc", "aupro", "f1_max", "ap", "psnr_normal", "ssim_normal", "seconds_per_image"]
 COLUMNS = ["category", "variant", *METRICS, "what_it_is"]

@@ -26,17 +26,17 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference_mdps import reference_score
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository root
 
+from benchmarks.reference_mdps import reference_score
 from mdps_ray.api import build_scorer
-from mdps_ray.config import apply_overrides
-from mdps_ray.io.datasets import list_mvtec
-from mdps_ray.io.loading import load_images
-from mdps_ray.io.synthetic import make_dataset
-from mdps_ray.io.weights import weights_dir
+from mdps_ray.config.overrides import apply_overrides
+from mdps_ray.config.presets import DEFAULT, PAPER_PRIOR
+from mdps_ray.data.images import load_images
+from mdps_ray.data.records import list_mvtec
+from mdps_ray.data.synthetic import make_dataset
 from mdps_ray.models.prior import build_unet, count_parameters
-from mdps_ray.presets import DEFAULT, PAPER_PRIOR
+from mdps_ray.storage.weights import weights_dir
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:

@@ -15,10 +15,10 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Detector": "mdps_ray.api",
     "build_scorer": "mdps_ray.api",
-    "MdpsConfig": "mdps_ray.config",
-    "preset": "mdps_ray.presets",
-    "AnomalyScorer": "mdps_ray.scorer",
-    "ScoreResult": "mdps_ray.scorer",
+    "MdpsConfig": "mdps_ray.config.method",
+    "preset": "mdps_ray.config.presets",
+    "AnomalyScorer": "mdps_ray.method.scorer",
+    "ScoreResult": "mdps_ray.method.scorer",
 }
 __all__ = [*_EXPORTS, "__version__"]
 

@@ -17,14 +17,15 @@ from typing import Any
 import torch
 from diffusers import UNet2DModel
 
-from mdps_ray.calibration import Calibration
-from mdps_ray.config import ConfigError, MdpsConfig, apply_overrides, method_hash
-from mdps_ray.io.checkpoints import load_prior
-from mdps_ray.io.loading import load_images
-from mdps_ray.io.weights import load_backbone_weights
+from mdps_ray.config.method import ConfigError, MdpsConfig, method_hash
+from mdps_ray.config.overrides import apply_overrides
+from mdps_ray.data.images import load_images
+from mdps_ray.method.calibration import Calibration
+from mdps_ray.method.scorer import AnomalyScorer, ScoreResult
 from mdps_ray.models.backbones import build_backbone
-from mdps_ray.models.prior import prepare_unet, unet_denoiser
-from mdps_ray.scorer import AnomalyScorer, ScoreResult
+from mdps_ray.models.runtime import prepare_unet, unet_denoiser
+from mdps_ray.storage.checkpoints import load_prior
+from mdps_ray.storage.weights import load_backbone_weights
 
 
 def build_scorer(

@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mdps_ray.io.images import decode_mask
-from mdps_ray.io.results import load_map
-from mdps_ray.io.uris import read_bytes
+from mdps_ray.data.images import decode_mask
 from mdps_ray.metrics.alignment import align
 from mdps_ray.metrics.states import ImageScoreState, PixelCurveState
+from mdps_ray.storage.results import load_map
+from mdps_ray.storage.uris import read_bytes
 
 NUM_BINS = 10_000
 

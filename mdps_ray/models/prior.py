@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
 
 import torch
 from diffusers import DDIMScheduler, UNet2DModel
 
-from mdps_ray.config import PriorConfig
+from mdps_ray.config.method import PriorConfig
 from mdps_ray.core import schedule
-from mdps_ray.core.guidance import Denoiser
 
 
 def build_unet(cfg: PriorConfig) -> UNet2DModel:
@@ -55,57 +53,6 @@ def alpha_bars(cfg: PriorConfig) -> torch.Tensor:
     """ᾱ_t, (T,) float64, built once from the prior config."""
     betas = schedule.linear_betas(cfg.num_train_timesteps, cfg.beta_start, cfg.beta_end)
     return schedule.alphas_cumprod(betas)
-
-
-PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def precision_dtype(precision: str) -> torch.dtype:
-    """The UNet's dtype for a ``runtime.precision`` value."""
-    if precision not in PRECISION_DTYPES:
-        raise ValueError(f"expected precision fp32, bf16 or fp16, got {precision!r}")
-    return PRECISION_DTYPES[precision]
-
-
-def unet_denoiser(unet: torch.nn.Module, precision: str = "fp32", channels_last: bool = False) -> Denoiser:
-    """ε_θ(x_t, t) as a plain callable over the UNet.
-
-    With ``precision`` bf16/fp16 the UNet's weights must already be in that dtype (see
-    :func:`prepare_unet`): x_t is cast to it on the way in (autograd follows the cast, so the
-    guidance gradient still reaches the fp32 x_t) and ε comes back as fp32, so the sampler's
-    update rules, norms and maps stay fp32. With ``channels_last`` the input is passed in NHWC
-    memory format (the UNet itself must have been converted too).
-    """
-    dtype = precision_dtype(precision)
-
-    def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        x = x_t.to(dtype)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return unet(x, t).sample.float()
-
-    return denoise
-
-
-def prepare_unet(
-    unet: torch.nn.Module, device: torch.device, channels_last: bool, compile: bool, precision: str = "fp32"
-) -> torch.nn.Module:
-    """Move to ``device`` in the ``precision`` dtype, freeze, optionally convert to NHWC and compile.
-
-    Low precision casts the weights themselves (pure bf16/fp16 inference, as diffusers'
-    ``torch_dtype``) rather than autocasting: on CPU autocast re-casts every weight at every call
-    and measured slower than fp32 (benchmarks/sampler.py). The cast works on a copy, so the
-    caller's fp32 module can still serve other scorers; device moves and NHWC are in place.
-    """
-    unet = unet.to(device).eval().requires_grad_(False)
-    if precision != "fp32":
-        # nn.Module.to: diffusers' own .to(dtype=…) warns about keep-in-fp32 modules even when there are none
-        unet = torch.nn.Module.to(copy.deepcopy(unet), dtype=precision_dtype(precision))
-    if channels_last:
-        unet = unet.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    if compile:
-        unet = torch.compile(unet)  # type: ignore[assignment]
-    return unet
 
 
 def weights_digest(module: torch.nn.Module) -> str:

@@ -22,30 +22,22 @@ import pyarrow.compute as pc
 import ray
 
 from mdps_ray import __version__
-from mdps_ray.batch import ScoringWorker, StageOneRange
-from mdps_ray.calibration import Calibration
-from mdps_ray.config import MdpsConfig, apply_overrides
+from mdps_ray.config.jobs import ScoreJobConfig
+from mdps_ray.config.method import MdpsConfig
+from mdps_ray.config.overrides import apply_overrides
 from mdps_ray.core.masking import transductive_threshold
-from mdps_ray.io.checkpoints import load_calibration, read_model_meta
-from mdps_ray.io.decode import decode_batch
-from mdps_ray.io.manifest import build_manifest, list_records
-from mdps_ray.io.results import read_table, table_bytes
-from mdps_ray.io.runs import (
-    RunPaths,
-    commit,
-    committed_runs,
-    exists,
-    read_json,
-    read_results,
-    remove,
-    staged_rows,
-    write_json,
-)
-from mdps_ray.io.uris import join, write_bytes
-from mdps_ray.jobconfig import ScoreJobConfig
+from mdps_ray.data.decode import decode_batch
+from mdps_ray.data.manifest import build_manifest
+from mdps_ray.data.records import list_records
+from mdps_ray.method.calibration import Calibration
 from mdps_ray.metrics.reduce import reduce_rows, shard_states
 from mdps_ray.orchestration.cluster import PoolPlan, init_ray, plan_pool
-from mdps_ray.progress import progress_bar
+from mdps_ray.orchestration.progress import progress_bar
+from mdps_ray.orchestration.score_worker import ScoringWorker, StageOneRange
+from mdps_ray.storage.checkpoints import load_calibration, read_model_meta
+from mdps_ray.storage.results import read_table, table_bytes
+from mdps_ray.storage.runs import RunPaths, commit, committed_runs, read_results, staged_rows
+from mdps_ray.storage.uris import exists, join, read_json, remove, write_bytes, write_json
 
 
 class PhaseClock:

@@ -30,19 +30,20 @@ from safetensors.torch import load_file
 
 from mdps_ray import __version__
 from mdps_ray.api import build_scorer
-from mdps_ray.calibration import Calibration
-from mdps_ray.config import MdpsConfig, apply_overrides
-from mdps_ray.io.checkpoints import save_calibration, save_prior
-from mdps_ray.io.datasets import ImageRecord
-from mdps_ray.io.decode import decode_for_training
-from mdps_ray.io.manifest import list_records
-from mdps_ray.io.uris import filesystem, join, read_bytes, write_bytes
-from mdps_ray.jobconfig import TrainJobConfig
-from mdps_ray.local import calibrate_local, split_holdout
+from mdps_ray.config.jobs import TrainJobConfig
+from mdps_ray.config.method import MdpsConfig
+from mdps_ray.config.overrides import apply_overrides
+from mdps_ray.config.presets import preset
+from mdps_ray.data.decode import decode_for_training
+from mdps_ray.data.records import ImageRecord, list_records
+from mdps_ray.data.splits import split_holdout
+from mdps_ray.method.calibration import Calibration
 from mdps_ray.models.prior import build_unet
 from mdps_ray.orchestration.cluster import init_ray
 from mdps_ray.orchestration.train_loop import train_func, write_loss_files
-from mdps_ray.presets import preset
+from mdps_ray.storage.checkpoints import save_calibration, save_prior
+from mdps_ray.storage.uris import filesystem, join, read_bytes, write_bytes
+from mdps_ray.workflows import calibrate_local
 
 
 class TrainInputError(ValueError):

@@ -25,11 +25,11 @@ import ray.train.torch
 import torch
 from ray.experimental import tqdm_ray
 
-from mdps_ray.config import MdpsConfig
-from mdps_ray.io.train_state import load_state, save_state
-from mdps_ray.io.uris import filesystem, write_bytes
+from mdps_ray.config.method import MdpsConfig
+from mdps_ray.method.training import PriorTrainer
 from mdps_ray.models.prior import build_unet
-from mdps_ray.training import PriorTrainer
+from mdps_ray.storage.train_state import load_state, save_state
+from mdps_ray.storage.uris import filesystem, write_bytes
 
 
 def newest_checkpoint(uri: str, storage_options: dict[str, Any]) -> ray.train.Checkpoint | None:
@@ -155,7 +155,7 @@ def _maybe_kill(config: dict[str, Any], step: int, rank: int) -> None:
 
 def write_loss_files(losses: list[float], uri: str, storage_options: dict[str, Any]) -> None:
     """loss_curve.csv and loss_curve.png (per-step loss and a 50-step moving average)."""
-    from mdps_ray.io.plots import line_plot
+    from mdps_ray.visualization.plots import line_plot
 
     lines = ["step,loss"] + [f"{i + 1},{v:.6g}" for i, v in enumerate(losses)]
     write_bytes(f"{uri}/loss_curve.csv", ("\n".join(lines) + "\n").encode(), storage_options)

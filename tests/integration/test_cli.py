@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from mdps_ray.cli import main
-from mdps_ray.io.checkpoints import load_calibration
-from mdps_ray.io.datasets import list_mvtec
-from mdps_ray.local import split_holdout
-from tests.integration.test_score_job import tiny_model  # noqa: F401  (module fixture)
+from mdps_ray.cli.commands import main
+from mdps_ray.data.records import list_mvtec
+from mdps_ray.data.splits import split_holdout
+from mdps_ray.storage.checkpoints import load_calibration
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str], *needles: str) -> None:
@@ -62,7 +61,7 @@ def test_bad_arguments_are_one_line_and_non_zero(
 
 
 def test_calibrate_rewrites_the_thresholds_with_overrides_from_a_file_and_set(
-    tiny_model: Path, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
+    tiny_model: Path, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)

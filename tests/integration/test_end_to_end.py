@@ -11,13 +11,15 @@ import pytest
 import torch
 
 from mdps_ray.api import Detector
-from mdps_ray.cli import main
-from mdps_ray.config import MapConfig, MaskConfig, MdpsConfig, TrainConfig, apply_overrides
-from mdps_ray.io.checkpoints import save_calibration, save_prior
-from mdps_ray.io.datasets import list_mvtec
-from mdps_ray.local import calibrate_local, evaluate_local, split_holdout, train_local
-from mdps_ray.presets import DEFAULT
-from tests.conftest import TINY_PRIOR, tiny_sampler
+from mdps_ray.cli.commands import main
+from mdps_ray.config.method import MapConfig, MaskConfig, MdpsConfig, TrainConfig
+from mdps_ray.config.overrides import apply_overrides
+from mdps_ray.config.presets import DEFAULT
+from mdps_ray.data.records import list_mvtec
+from mdps_ray.data.splits import split_holdout
+from mdps_ray.storage.checkpoints import save_calibration, save_prior
+from mdps_ray.workflows import calibrate_local, evaluate_local, train_local
+from tests.helpers.models import TINY_PRIOR, tiny_sampler
 
 pytestmark = pytest.mark.slow
 

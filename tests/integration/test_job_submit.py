@@ -9,10 +9,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from mdps_ray.io.datasets import list_mvtec
-from mdps_ray.io.results import RESULT_SCHEMA
-from tests.fixtures_infra import FAKE_SECRET, HeadNode
-from tests.integration.test_score_job import tiny_model  # noqa: F401  (module fixture)
+from mdps_ray.data.records import list_mvtec
+from mdps_ray.storage.results import RESULT_SCHEMA
+from tests.helpers.infra import FAKE_SECRET, HeadNode
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -29,7 +28,7 @@ def head(tmp_path: Path, s3, monkeypatch: pytest.MonkeyPatch) -> Iterator[HeadNo
     node.stop()
 
 
-def test_ray_job_submit_scores_from_s3(head: HeadNode, s3, tiny_model: Path,  # noqa: F811
+def test_ray_job_submit_scores_from_s3(head: HeadNode, s3, tiny_model: Path,
                                        synthetic_root: Path) -> None:
     data = s3.upload(synthetic_root, "job/data/synthetic")
     model = s3.upload(tiny_model, "job/models/tiny")

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import csv
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import quality
+from benchmarks import quality
 
 pytestmark = pytest.mark.slow
 TINY = ["prior.image_size=32", "prior.block_out_channels=[8, 16]", "prior.attention_levels=[false, false]",

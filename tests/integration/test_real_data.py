@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from mdps_ray.api import build_scorer
-from mdps_ray.config import apply_overrides
-from mdps_ray.io.datasets import list_mvtec
-from mdps_ray.local import calibrate_local, evaluate_local, split_holdout, train_local
-from mdps_ray.presets import DEFAULT
+from mdps_ray.config.overrides import apply_overrides
+from mdps_ray.config.presets import DEFAULT
+from mdps_ray.data.records import list_mvtec
+from mdps_ray.data.splits import split_holdout
+from mdps_ray.workflows import calibrate_local, evaluate_local, train_local
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]
 

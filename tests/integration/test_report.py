@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mdps_ray.jobconfig import ScoreJobConfig
+from mdps_ray.config.jobs import ScoreJobConfig
 from mdps_ray.orchestration.score_pipeline import run_score_job
-from mdps_ray.report import build_report
-from tests.integration.test_score_job import tiny_model  # noqa: F401  (module fixture)
+from mdps_ray.visualization.report import build_report
 
 pytestmark = pytest.mark.slow
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -19,7 +18,7 @@ HOSTILE = "cat<script>alert(1)"
 
 @pytest.mark.skipif(CHROMIUM is None or DRIVER is None,
                     reason="Debian chromium + chromium-driver not installed (.ci/run installs them)")
-def test_report_renders_every_image_and_escapes_data(ray_local, tiny_model: Path,  # noqa: F811
+def test_report_renders_every_image_and_escapes_data(ray_local, tiny_model: Path,
                                                      synthetic_root: Path, tmp_path: Path) -> None:
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options

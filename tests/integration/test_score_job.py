@@ -13,35 +13,20 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 import yaml
 from PIL import Image
 
-from mdps_ray.cli import main
-from mdps_ray.config import MapConfig, MdpsConfig
-from mdps_ray.io.checkpoints import save_calibration, save_prior
-from mdps_ray.io.datasets import list_mvtec
-from mdps_ray.io.results import RESULT_SCHEMA
-from mdps_ray.io.runs import RunPaths, read_results
-from mdps_ray.jobconfig import ScoreJobConfig
-from mdps_ray.local import calibrate_local
+from mdps_ray.cli.commands import main
+from mdps_ray.config.jobs import ScoreJobConfig
+from mdps_ray.data.records import list_mvtec
 from mdps_ray.metrics.reduce import reduce_rows
 from mdps_ray.orchestration.score_pipeline import run_score_job
-from tests.conftest import TINY_PRIOR, make_scorer, tiny_sampler
-from tests.fixtures_infra import FAKE_SECRET
+from mdps_ray.storage.results import RESULT_SCHEMA
+from mdps_ray.storage.runs import RunPaths, read_results
+from tests.helpers.infra import FAKE_SECRET
+from tests.helpers.models import CONFIG
 
 pytestmark = pytest.mark.slow
-CONFIG = MdpsConfig(prior=TINY_PRIOR, sampler=tiny_sampler(), maps=MapConfig(backbone="random", blur_sigma=1.0))
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_unet: torch.nn.Module, synthetic_root: Path) -> Path:
-    model = tmp_path_factory.mktemp("model") / "model"
-    digest = save_prior(tiny_unet, CONFIG, str(model))  # type: ignore[arg-type]
-    holdout = list_mvtec(str(synthetic_root), "train")[:6]
-    cal = calibrate_local(make_scorer(tiny_unet), holdout, 8, torch.device("cpu"), model_digest=digest)
-    save_calibration(cal, str(model))
-    return model
 
 
 def _scores(run_dir: str, so: dict | None = None) -> dict[str, float]:
@@ -112,7 +97,8 @@ def test_a_killed_actor_is_replaced_and_every_image_lands_once(ray_local, tiny_m
 
 def test_a_killed_driver_resumes_to_the_uninterrupted_result(tiny_model: Path, synthetic_root: Path,
                                                              tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "mdps_ray.cli", "score", "--model", str(tiny_model), "--data", str(synthetic_root),
+    cmd = [sys.executable, "-m", "mdps_ray.cli.commands", "score", "--model", str(tiny_model),
+           "--data", str(synthetic_root),
            "--out", str(tmp_path), "--set", "batch_size=2", "--set", "num_actors=1"]
     first = subprocess.run([*cmd, "--run-id", "r", "--set", "faults.kill_driver_after_batches=2"],
                            capture_output=True, text=True, timeout=300)

@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from mdps_ray.api import Detector
-from mdps_ray.cli import main
-from mdps_ray.jobconfig import TrainJobConfig
+from mdps_ray.cli.commands import main
+from mdps_ray.config.jobs import TrainJobConfig
 from mdps_ray.orchestration.train_job import TrainInputError, run_train_job
 
 pytestmark = pytest.mark.slow
@@ -114,7 +114,7 @@ def test_bad_training_input_fails_before_training(ray_local, synthetic_root: Pat
 def test_mixed_sizes_are_resized_with_a_counted_warning(synthetic_root: Path, tmp_path: Path) -> None:
     from PIL import Image
 
-    from mdps_ray.io.datasets import list_mvtec
+    from mdps_ray.data.records import list_mvtec
     from mdps_ray.orchestration.train_job import _check_images
 
     root = tmp_path / "mixed"

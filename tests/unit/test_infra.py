@@ -3,27 +3,28 @@ accepted by the job's own argument parser and configuration validation."""
 
 from __future__ import annotations
 
-import importlib.util
+import ast
 import shlex
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
-from mdps_ray.cli import score_job_config, train_job_config
+from mdps_ray.cli.commands import build_parser, score_job_config, train_job_config
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 JOBS = INFRA.parent / "jobs"
 
 
-def _job_module(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"job_{name}", JOBS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _job_command(name: str) -> str:
+    """The `mdps` command a job script delegates to (its whole body is ``main([name, *argv])``)."""
+    tree = ast.parse((JOBS / f"{name}.py").read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "main"]
+    assert len(calls) == 1 and isinstance(calls[0].args[0], ast.List), f"jobs/{name}.py must call main([...])"
+    first = calls[0].args[0].elts[0]
+    assert isinstance(first, ast.Constant)
+    return str(first.value)
 
 
 def _check_entrypoint(command: str) -> None:
@@ -31,7 +32,9 @@ def _check_entrypoint(command: str) -> None:
     script = next(w for w in words if w.startswith("jobs/") and w.endswith(".py"))
     argv = words[words.index(script) + 1 :]
     name = Path(script).stem
-    args = _job_module(name).build_parser().parse_args(argv)
+    command = _job_command(name)
+    assert command == name
+    args = build_parser().parse_args([command, *argv])
     (score_job_config if name == "score" else train_job_config)(args)
 
 

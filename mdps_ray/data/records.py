@@ -1,0 +1,142 @@
+"""Dataset layouts: MVTec AD / BTAD trees and plain folders, listed into records."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from mdps_ray.storage.uris import filesystem, read_bytes
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+NORMAL_NAMES = ("good", "ok")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One input image.
+
+    Attributes:
+        uri: where the image is.
+        image_id: stable id ``<category>/<split>/<defect_type>/<stem>`` (the noise key).
+        category, split, defect_type: from the layout.
+        label: 0 normal, 1 anomalous, None unknown.
+        mask_uri: ground-truth mask, or None (normal images and unlabelled data).
+    """
+
+    uri: str
+    image_id: str
+    category: str
+    split: str
+    defect_type: str
+    label: int | None
+    mask_uri: str | None
+
+
+def _uri(fs: Any, path: str, root_uri: str) -> str:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if protocol in ("file", "local") and "://" not in root_uri:
+        return path
+    return fs.unstrip_protocol(path)
+
+
+def list_mvtec(root_uri: str, split: str = "test", storage_options: dict[str, Any] | None = None) -> list[ImageRecord]:
+    """Records of ``<root>/<split>/<defect>/*`` with masks from ``<root>/ground_truth``, sorted.
+
+    The category is the root folder's name. Normal folders are ``good`` (MVTec) or ``ok`` (BTAD).
+    """
+    fs, root = filesystem(root_uri, storage_options)
+    root = root.rstrip("/")
+    category = root.rsplit("/", 1)[-1]
+    split_dir = f"{root}/{split}"
+    if not fs.isdir(split_dir):
+        raise FileNotFoundError(f"expected an MVTec-layout folder {root_uri}/{split}/<defect>/, found none")
+    records = []
+    for defect_dir in sorted(p for p in fs.ls(split_dir, detail=False) if fs.isdir(p)):
+        defect = defect_dir.rstrip("/").rsplit("/", 1)[-1]
+        normal = defect in NORMAL_NAMES
+        masks = {} if normal else _mask_index(fs, f"{root}/ground_truth/{defect}")
+        for path in sorted(fs.ls(defect_dir, detail=False)):
+            name = path.rsplit("/", 1)[-1]
+            if not name.lower().endswith(IMAGE_SUFFIXES):
+                continue
+            stem = name.rsplit(".", 1)[0]
+            mask = masks.get(stem)
+            records.append(
+                ImageRecord(
+                    uri=_uri(fs, path, root_uri),
+                    image_id=f"{category}/{split}/{defect}/{stem}",
+                    category=category,
+                    split=split,
+                    defect_type=defect,
+                    label=0 if normal else 1,
+                    mask_uri=None if mask is None else _uri(fs, mask, root_uri),
+                )
+            )
+    return records
+
+
+def _mask_index(fs: Any, folder: str) -> dict[str, str]:
+    if not fs.isdir(folder):
+        return {}
+    index = {}
+    for path in fs.ls(folder, detail=False):
+        stem = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        index[stem.removesuffix("_mask")] = path
+    return index
+
+
+def detect_layout(uri: str, storage_options: dict[str, Any] | None = None) -> str:
+    """mvtec (has train/ or test/ folders), manifest (.parquet/.csv file), or folder."""
+    if uri.endswith((".parquet", ".csv")):
+        return "manifest"
+    fs, path = filesystem(uri, storage_options)
+    if not fs.exists(path):
+        raise FileNotFoundError(f"expected a dataset at {uri}, found nothing there")
+    names = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)}
+    return "mvtec" if names & {"train", "test"} else "folder"
+
+
+def list_folder(uri: str, storage_options: dict[str, Any] | None = None) -> list[ImageRecord]:
+    """Every image below a folder (recursively), unlabelled; the category is the folder name."""
+    fs, root = filesystem(uri, storage_options)
+    root = root.rstrip("/")
+    category = PurePosixPath(root).name
+    records = []
+    for path in sorted(fs.find(root)):
+        if path.lower().endswith(IMAGE_SUFFIXES):
+            rel = path[len(root) :].lstrip("/").rsplit(".", 1)[0]
+            records.append(ImageRecord(fs.unstrip_protocol(path) if "://" in uri else path,
+                                       f"{category}/{rel}", category, "", "", None, None))
+    return records
+
+
+def read_manifest_file(uri: str, storage_options: dict[str, Any] | None = None) -> list[ImageRecord]:
+    """A user manifest (Parquet or CSV) with a ``uri`` column and optional category/label/mask_uri."""
+    data = read_bytes(uri, storage_options)
+    table = pq.read_table(io.BytesIO(data)) if uri.endswith(".parquet") else pacsv.read_csv(io.BytesIO(data))
+    if "uri" not in table.column_names:
+        raise ValueError(f"expected a 'uri' column in the manifest {uri}, got columns {table.column_names}")
+    rows = table.to_pylist()
+    out = []
+    for row in rows:
+        category = str(row.get("category") or "default")
+        stem = PurePosixPath(str(row["uri"]).split("://", 1)[-1]).with_suffix("").as_posix().strip("/")
+        label = row.get("label")
+        out.append(ImageRecord(str(row["uri"]), str(row.get("image_id") or stem), category, "", "",
+                               None if label is None else int(label), row.get("mask_uri") or None))
+    return out
+
+
+def list_records(uri: str, layout: str, split: str, storage_options: dict[str, Any] | None = None) -> list[ImageRecord]:
+    """Records of a dataset in any supported layout."""
+    layout = detect_layout(uri, storage_options) if layout == "auto" else layout
+    if layout == "mvtec":
+        return list_mvtec(uri, split, storage_options)
+    if layout == "folder":
+        return list_folder(uri, storage_options)
+    return read_manifest_file(uri, storage_options)

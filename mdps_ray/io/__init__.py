@@ -1,1 +1,0 @@
-"""I/O: URIs (fsspec/s3fs), images, dataset layouts, checkpoints and weights."""

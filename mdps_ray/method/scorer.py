@@ -1,0 +1,193 @@
+"""The MDPS scorer: a batch of images in, per-image posterior samples, maps and scores out.
+
+One process, one device. This is what a Ray actor wraps and what the benchmarks call.
+
+    stage 1: n unmasked guided posterior samples → map A₁ → m = 1[A₁ > threshold]
+    stage 2: n masked guided posterior samples   → map A₂
+    final:   A = A₂ + w · A₁ (``maps.stage1_weight``)   → image score s
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from mdps_ray.config.method import MapConfig, PriorConfig, SamplerConfig, ScoreConfig, StageConfig
+from mdps_ray.core import maps, masking, schedule, scores
+from mdps_ray.core.guidance import Denoiser
+from mdps_ray.core.noise import RowNoise, sample_seeds
+from mdps_ray.core.sampler import ReverseProcess, sample_posterior
+from mdps_ray.models.backbones import Backbone
+from mdps_ray.models.prior import alpha_bars
+
+
+@dataclass(frozen=True)
+class StageOutput:
+    """One sampling pass over B images with n samples each.
+
+    Attributes:
+        anomaly_map: mean difference map over the n samples, (B, 1, H, W), before any crop.
+        reconstruction: mean posterior sample, (B, 3, H, W), in [−1, 1] (not clipped).
+    """
+
+    anomaly_map: torch.Tensor
+    reconstruction: torch.Tensor
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """Per-image output of :meth:`AnomalyScorer.score`.
+
+    Attributes:
+        image_ids: B ids, in input order.
+        score: image scores, (B,).
+        anomaly_map: final map A₂ + w · A₁, (B, 1, h, w); h = w = ``maps.crop`` when cropping, else H.
+        reconstruction: mean stage-2 posterior sample, (B, 3, H, W).
+        stage1_map: stage-1 map, (B, 1, H, W), or None for single-stage sampling.
+        mask: the stage-2 mask m, (B, 1, H, W), or None.
+    """
+
+    image_ids: list[str]
+    score: torch.Tensor
+    anomaly_map: torch.Tensor
+    reconstruction: torch.Tensor
+    stage1_map: torch.Tensor | None
+    mask: torch.Tensor | None
+
+
+class AnomalyScorer:
+    """Composes the prior, the posterior sampler, the difference map and the image score.
+
+    Args:
+        denoiser: ε_θ(x_t, t) of the prior, on the device of the inputs.
+        prior: the prior's config (schedule and image size).
+        sampler, map_cfg, score_cfg: the method's settings.
+        backbone: perceptual backbone, or None for pixel-only maps.
+        mask_threshold: the calibrated stage-1 threshold (required with mask mode ``calibrated``).
+    """
+
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        prior: PriorConfig,
+        sampler: SamplerConfig,
+        map_cfg: MapConfig,
+        score_cfg: ScoreConfig,
+        backbone: Backbone | None,
+        mask_threshold: float | None = None,
+    ) -> None:
+        self.denoiser = denoiser
+        self.prior = prior
+        self.sampler = sampler
+        self.map_cfg = map_cfg
+        self.score_cfg = score_cfg
+        self.backbone = backbone
+        self.mask_threshold = sampler.mask.threshold if sampler.mask.threshold is not None else mask_threshold
+        self.alpha_bars = alpha_bars(prior)
+
+    # -- one pass -------------------------------------------------------------------------
+    def run_stage(
+        self,
+        y: torch.Tensor,
+        image_ids: list[str],
+        stage: StageConfig,
+        name: str,
+        mask: torch.Tensor | None = None,
+    ) -> StageOutput:
+        """n posterior samples per image and their mean difference map.
+
+        Args:
+            y: images in [−1, 1], (B, 3, H, W).
+            image_ids: B ids (the per-image noise keys).
+            stage: start step, stride, ρ, n.
+            name: stage name mixed into the noise keys ("stage1", "stage2").
+            mask: (B, 1, H, W) stage-2 mask or None.
+        """
+        self.check_images(y, image_ids)
+        n = stage.n_samples
+        process = ReverseProcess(
+            alpha_bars=self.alpha_bars,
+            noise_level=stage.start_step,
+            timesteps=tuple(schedule.reverse_timesteps(stage.start_step, stage.stride, self.sampler.alignment)),
+            eta=self.sampler.eta,
+            rho=stage.rho,
+            guidance_norm=self.sampler.guidance_norm,
+        )
+        noise = RowNoise(sample_seeds(self.sampler.seed, image_ids, n, name), y.device)
+        rows = y.repeat_interleave(n, dim=0)
+        row_mask = None if mask is None else mask.repeat_interleave(n, dim=0)
+        x0 = sample_posterior(self.denoiser, rows, process, noise, row_mask, self.sampler.masked_sampler)
+        with torch.no_grad():
+            amap = self.difference_map(x0, y, n)
+        return StageOutput(anomaly_map=amap, reconstruction=maps.mean_over_samples(x0.detach(), n))
+
+    def difference_map(self, x0: torch.Tensor, y: torch.Tensor, n: int) -> torch.Tensor:
+        """Blurred, scaled difference map of n samples per image, averaged: (B·n,…) → (B, 1, H, W)."""
+        cfg = self.map_cfg
+        rows = y.repeat_interleave(n, dim=0)
+        pixel = maps.pixel_distance(x0, rows)
+        if self.backbone is None:
+            combined = pixel
+        else:
+            feats_y = [f.repeat_interleave(n, dim=0) for f in self.backbone.features(y)]
+            feature = self.backbone.distance(self.backbone.features(x0), feats_y, tuple(y.shape[-2:]))
+            combined = maps.combine(feature, pixel, cfg.pixel_weight, cfg.weighting)
+        amap = maps.mean_over_samples(combined, n)
+        if cfg.blur_sigma > 0:
+            amap = maps.gaussian_blur(amap, cfg.blur_sigma)
+        return cfg.scale * amap
+
+    # -- the method ---------------------------------------------------------------------
+    def stage1(self, y: torch.Tensor, image_ids: list[str]) -> torch.Tensor:
+        """The stage-1 (unmasked) map, (B, 1, H, W): the input of mask calibration."""
+        return self.run_stage(y, image_ids, self.sampler.stage1, "stage1").anomaly_map
+
+    def score(
+        self,
+        y: torch.Tensor,
+        image_ids: list[str],
+        mask_threshold: float | None = None,
+        stage1_map: torch.Tensor | None = None,
+    ) -> ScoreResult:
+        """Score a batch: stage 1 → mask → stage 2 (or the single stage when the mask mode is none).
+
+        ``mask_threshold`` overrides the scorer's threshold (the transductive second pass and
+        calibration use it); ``stage1_map`` reuses stage-1 maps computed earlier for these images.
+        """
+        mode = self.sampler.mask.mode
+        mask = None
+        if mode == "none":
+            stage1_map = None
+        else:
+            threshold = mask_threshold if mask_threshold is not None else self.mask_threshold
+            if threshold is None:
+                raise ValueError(
+                    f"expected a stage-1 mask threshold for mask mode {mode!r}, got none; "
+                    "calibrate the model (calibration.json) or set sampler.mask.threshold"
+                )
+            if stage1_map is None:
+                stage1_map = self.stage1(y, image_ids)
+            mask = masking.binary_mask(stage1_map, threshold)
+        out = self.run_stage(y, image_ids, self.sampler.stage2, "stage2", mask)
+        final = out.anomaly_map
+        if stage1_map is not None:
+            final = maps.fuse_stages(final, stage1_map, self.map_cfg.stage1_weight)
+        if self.map_cfg.crop is not None:
+            final = maps.center_crop(final, self.map_cfg.crop)
+        s = scores.image_score(final, self.score_cfg.method, self.score_cfg.k, self.score_cfg.fraction)
+        return ScoreResult(list(image_ids), s, final, out.reconstruction, stage1_map, mask)
+
+    def check_images(self, y: torch.Tensor, image_ids: list[str]) -> None:
+        """Raise ValueError naming expected and received values for malformed input."""
+        size = self.prior.image_size
+        expected = f"(B, 3, {size}, {size})"
+        if y.ndim != 4 or y.shape[1] != 3 or tuple(y.shape[-2:]) != (size, size):
+            raise ValueError(f"expected images of shape {expected}, got {tuple(y.shape)}")
+        if len(image_ids) != y.shape[0]:
+            raise ValueError(f"expected {y.shape[0]} image ids, got {len(image_ids)}")
+        if not torch.isfinite(y).all():
+            raise ValueError("expected finite pixel values, got NaN or Inf")
+        lo, hi = float(y.min()), float(y.max())
+        if lo < -1.0 - 1e-4 or hi > 1.0 + 1e-4:
+            raise ValueError(f"expected pixel values in [-1, 1], got range [{lo:.3g}, {hi:.3g}]")

@@ -1,0 +1,129 @@
+"""Batch scoring work units, plain Python: what a Ray actor wraps and tests call directly.
+
+- :class:`ScoringWorker` (one per actor): loads the prior, backbone and calibration once;
+  each call scores the decodable images of a batch, writes their maps, and stages one Parquet
+  part with a row per image (ok or error). It returns a small summary.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from mdps_ray.api import Detector
+from mdps_ray.config.jobs import ScoreJobConfig
+from mdps_ray.data.decode import Batch
+from mdps_ray.data.images import encode_png
+from mdps_ray.storage.results import part_name, rows_to_table, save_map, table_bytes, text_or_none
+from mdps_ray.storage.runs import RunPaths
+from mdps_ray.storage.uris import exists, join, write_bytes
+
+
+class ScoringWorker:
+    """Scores batches for one run; holds the model for its whole life (one per actor / GPU)."""
+
+    def __init__(self, job: dict[str, Any], run_id: str, dt: str | None, device: str,
+                 mask_threshold: float | None = None, num_threads: int | None = None,
+                 driver_pid: int | None = None) -> None:
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.job = ScoreJobConfig.model_validate(job)
+        self.paths = RunPaths(self.job.out, run_id)
+        self.dt = dt
+        self.so = self.job.storage_options
+        self.detector = Detector.load(self.job.model, device=device, storage_options=self.so,
+                                      overrides=self.job.method_overrides())
+        self.config = self.detector.config
+        if mask_threshold is not None:
+            self.detector.scorer.mask_threshold = mask_threshold
+        self.config_hash = self.config.digest()
+        self.batches = 0
+        self.driver_pid = driver_pid
+
+    def __call__(self, batch: Batch) -> Batch:
+        start = time.monotonic()
+        ok = [i for i, e in enumerate(batch["decode_error"]) if not e]
+        rows = [self._error_row(batch, i) for i, e in enumerate(batch["decode_error"]) if e]
+        if ok:
+            ids = [str(batch["image_id"][i]) for i in ok]
+            y = torch.from_numpy(np.stack([batch["pixels"][i] for i in ok])).to(self.detector.device)
+            result = self.detector.scorer.score(y, ids)
+            seconds = (time.monotonic() - start) / len(ok)
+            rows += [self._ok_row(batch, i, k, result, seconds) for k, i in enumerate(ok)]
+        write_bytes(join(self.paths.staging, part_name([str(x) for x in batch["image_id"]])),
+                    table_bytes(rows_to_table(rows)), self.so)
+        self.batches += 1
+        self._maybe_die()
+        return {"image_id": np.array([r["image_id"] for r in rows], dtype=object),
+                "status": np.array([r["status"] for r in rows], dtype=object)}
+
+    def _base_row(self, batch: Batch, i: int) -> dict[str, Any]:
+        label = batch["label"][i]
+        return {
+            "run_id": self.paths.run_id, "image_id": str(batch["image_id"][i]), "uri": str(batch["uri"][i]),
+            "category": str(batch["category"][i]), "split": text_or_none(batch["split"][i]),
+            "defect_type": text_or_none(batch["defect_type"][i]),
+            "label": None if label is None or (isinstance(label, float) and np.isnan(label)) else int(label),
+            "model_digest": self.detector.model_digest, "config_hash": self.config_hash,
+            "content_key": str(batch["content_key"][i]), "mask_uri": text_or_none(batch["mask_uri"][i]),
+            "seed": self.config.sampler.seed, "n_samples": self.config.sampler.stage2.n_samples, "dt": self.dt,
+        }
+
+    def _error_row(self, batch: Batch, i: int) -> dict[str, Any]:
+        return {**self._base_row(batch, i), "status": "error", "error": str(batch["decode_error"][i])}
+
+    def _ok_row(self, batch: Batch, i: int, k: int, result: Any, seconds: float) -> dict[str, Any]:
+        row = self._base_row(batch, i)
+        amap = result.anomaly_map[k, 0].float().cpu().numpy()
+        map_uri = None
+        if self.job.write_maps:
+            map_uri = self.paths.map_uri(row["image_id"])
+            save_map(amap, map_uri, self.so)
+            write_bytes(self.paths.recon_uri(row["image_id"]), encode_png(result.reconstruction[k]), self.so)
+        cal = self.detector.calibration
+        mask = result.mask
+        return {
+            **row, "status": "ok", "error": None, "score": float(result.score[k]),
+            "is_anomalous": None if cal is None else bool(result.score[k] > cal.score_threshold),
+            "map_uri": map_uri, "map_max": float(amap.max()), "map_mean": float(amap.mean()),
+            "anomalous_area_fraction": None if mask is None else float(mask[k].float().mean()),
+            "seconds": seconds,
+        }
+
+    def _maybe_die(self) -> None:
+        """Fault injection for tests: after N staged batches, kill the driver, or this actor once."""
+        faults = self.job.faults
+        if faults.kill_driver_after_batches is not None and self.batches >= faults.kill_driver_after_batches:
+            if self.driver_pid:
+                os.kill(self.driver_pid, signal.SIGKILL)
+            os._exit(17)
+        if faults.kill_actor_after_batches is None or self.batches < faults.kill_actor_after_batches:
+            return
+        marker = faults.marker_uri or join(self.paths.root, "_fault_actor_killed")
+        if not exists(marker, self.so):
+            write_bytes(marker, b"killed", self.so)
+            os._exit(13)
+
+
+class StageOneRange:
+    """Transductive pass 1: the min and max of each batch's stage-1 maps."""
+
+    def __init__(self, job: dict[str, Any], device: str, num_threads: int | None = None) -> None:
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        jc = ScoreJobConfig.model_validate(job)
+        self.detector = Detector.load(jc.model, device=device, storage_options=jc.storage_options,
+                                      overrides=jc.method_overrides())
+
+    def __call__(self, batch: Batch) -> Batch:
+        ok = [i for i, e in enumerate(batch["decode_error"]) if not e]
+        if not ok:
+            return {"lo": np.array([], dtype=np.float64), "hi": np.array([], dtype=np.float64)}
+        y = torch.from_numpy(np.stack([batch["pixels"][i] for i in ok])).to(self.detector.device)
+        maps = self.detector.scorer.stage1(y, [str(batch["image_id"][i]) for i in ok])
+        return {"lo": np.array([float(maps.min())]), "hi": np.array([float(maps.max())])}

@@ -1,0 +1,115 @@
+"""Checkpoints: the prior in the diffusers layout (safetensors only), config and calibration JSON.
+
+Layout of a model directory (local path or any fsspec URI)::
+
+    <model>/unet/config.json
+    <model>/unet/diffusion_pytorch_model.safetensors
+    <model>/scheduler/scheduler_config.json
+    <model>/mdps.json          the MdpsConfig the prior was trained with, and the weights digest
+    <model>/calibration.json   thresholds fitted on held-out normal images (optional)
+
+No pickle is ever loaded: a directory holding only ``.bin``/``.pt``/``.pth``/``.ckpt`` weights
+is refused before anything is read.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from diffusers import UNet2DModel
+
+from mdps_ray.config.method import MdpsConfig
+from mdps_ray.config.overrides import validate
+from mdps_ray.method.calibration import Calibration
+from mdps_ray.models.prior import build_scheduler, weights_digest
+from mdps_ray.storage.uris import filesystem, join, read_bytes, write_bytes
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A model location that cannot be loaded safely; one line saying why and what to do."""
+
+
+@dataclass(frozen=True)
+class LoadedPrior:
+    """A prior read back from storage."""
+
+    unet: UNet2DModel
+    config: MdpsConfig
+    digest: str
+    calibration: Calibration | None
+
+
+def save_prior(unet: UNet2DModel, config: MdpsConfig, uri: str, storage_options: dict[str, Any] | None = None) -> str:
+    """Write the prior to ``uri``; returns the weights digest."""
+    digest = weights_digest(unet)
+    with tempfile.TemporaryDirectory() as tmp:
+        unet.save_pretrained(f"{tmp}/unet", safe_serialization=True)
+        build_scheduler(config.prior).save_pretrained(f"{tmp}/scheduler")
+        meta = {"config": config.model_dump(mode="json"), "weights_digest": digest}
+        Path(tmp, "mdps.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        fs, path = filesystem(uri, storage_options)
+        fs.makedirs(path, exist_ok=True)
+        for local in sorted(Path(tmp).rglob("*")):
+            if local.is_file():
+                rel = local.relative_to(tmp).as_posix()
+                write_bytes(join(uri, rel), local.read_bytes(), storage_options)
+    return digest
+
+
+def read_model_meta(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[dict[str, Any], MdpsConfig]:
+    """``mdps.json`` of a model directory: its raw metadata and the validated config it was trained with."""
+    try:
+        raw = read_bytes(join(uri, "mdps.json"), storage_options)
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"expected a model directory with mdps.json at {uri}, found none; give the --out of `mdps train`"
+        ) from None
+    meta = json.loads(raw)
+    return meta, validate(MdpsConfig, meta["config"], source=f"{uri}/mdps.json")
+
+
+def load_prior(uri: str, storage_options: dict[str, Any] | None = None) -> LoadedPrior:
+    """Read a prior written by :func:`save_prior` (and its calibration, if present)."""
+    fs, path = filesystem(uri, storage_options)
+    unet_dir = f"{path.rstrip('/')}/unet"
+    if not fs.isdir(unet_dir):
+        raise CheckpointError(f"expected a model directory with unet/ at {uri}, found none")
+    names = [p.rsplit("/", 1)[-1] for p in fs.ls(unet_dir, detail=False)]
+    if WEIGHTS_NAME not in names:
+        pickles = [n for n in names if n.endswith(PICKLE_SUFFIXES)]
+        reason = f"only pickle weights ({', '.join(pickles)})" if pickles else "no weights"
+        raise CheckpointError(
+            f"expected {WEIGHTS_NAME} in {uri}/unet, found {reason}; pickle checkpoints are refused "
+            "— convert them to safetensors on a trusted machine"
+        )
+    meta, config = read_model_meta(uri, storage_options)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("config.json", WEIGHTS_NAME):
+            Path(tmp, name).write_bytes(read_bytes(join(uri, "unet", name), storage_options))
+        unet = UNet2DModel.from_pretrained(tmp, use_safetensors=True, low_cpu_mem_usage=False)
+    unet.eval().requires_grad_(False)
+    digest = weights_digest(unet)
+    if digest != meta["weights_digest"]:
+        raise CheckpointError(f"expected weights digest {meta['weights_digest']} in {uri}, got {digest}")
+    return LoadedPrior(unet, config, digest, load_calibration(uri, storage_options))
+
+
+def save_calibration(calibration: Calibration, model_uri: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Write ``calibration.json`` next to the model."""
+    text = json.dumps(calibration.to_json(), indent=2, sort_keys=True)
+    write_bytes(join(model_uri, "calibration.json"), text.encode(), storage_options)
+
+
+def load_calibration(model_uri: str, storage_options: dict[str, Any] | None = None) -> Calibration | None:
+    """``calibration.json`` of a model, or None when the model was not calibrated."""
+    fs, path = filesystem(model_uri, storage_options)
+    if not fs.exists(f"{path.rstrip('/')}/calibration.json"):
+        return None
+    return Calibration.from_json(json.loads(read_bytes(join(model_uri, "calibration.json"), storage_options)))

@@ -1,0 +1,87 @@
+"""Per-image result rows: the versioned Arrow schema, maps as objects, Parquet parts."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mdps_ray.storage.uris import read_bytes, write_bytes
+
+RESULTS_SCHEMA_VERSION = 1
+RESULT_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("image_id", pa.string()),
+        ("uri", pa.string()),
+        ("category", pa.string()),
+        ("split", pa.string()),
+        ("defect_type", pa.string()),
+        ("label", pa.int8()),
+        ("score", pa.float64()),
+        ("is_anomalous", pa.bool_()),
+        ("map_uri", pa.string()),
+        ("map_max", pa.float64()),
+        ("map_mean", pa.float64()),
+        ("anomalous_area_fraction", pa.float64()),
+        ("model_digest", pa.string()),
+        ("config_hash", pa.string()),
+        ("content_key", pa.string()),
+        ("mask_uri", pa.string()),
+        ("seed", pa.int64()),
+        ("n_samples", pa.int32()),
+        ("seconds", pa.float64()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("dt", pa.string()),
+    ],
+    metadata={"mdps_ray.results_schema_version": str(RESULTS_SCHEMA_VERSION)},
+)
+
+
+def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Rows → a table of exactly :data:`RESULT_SCHEMA` (missing fields are null); checked on write."""
+    return pa.Table.from_pylist([{f.name: r.get(f.name) for f in RESULT_SCHEMA} for r in rows], schema=RESULT_SCHEMA)
+
+
+def check_schema(table: pa.Table) -> None:
+    """Raise if a table does not carry the published result schema."""
+    if not table.schema.remove_metadata().equals(RESULT_SCHEMA.remove_metadata()):
+        raise ValueError(f"expected the result schema v{RESULTS_SCHEMA_VERSION}, got {table.schema}")
+
+
+def table_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
+
+
+def read_table(uri: str, storage_options: dict[str, Any] | None = None) -> pa.Table:
+    return pq.read_table(io.BytesIO(read_bytes(uri, storage_options)))
+
+
+def part_name(image_ids: list[str]) -> str:
+    """A part file name determined by the image ids it holds (a retried batch rewrites the same file)."""
+    return "part-" + hashlib.sha256("\n".join(sorted(image_ids)).encode()).hexdigest()[:20] + ".parquet"
+
+
+def save_map(amap: np.ndarray, uri: str, storage_options: dict[str, Any] | None = None) -> None:
+    """An anomaly map (H, W) as float16 .npy (no pickle)."""
+    buf = io.BytesIO()
+    np.save(buf, amap.astype(np.float16), allow_pickle=False)
+    write_bytes(uri, buf.getvalue(), storage_options)
+
+
+def load_map(uri: str, storage_options: dict[str, Any] | None = None) -> np.ndarray:
+    return np.load(io.BytesIO(read_bytes(uri, storage_options)), allow_pickle=False).astype(np.float32)
+
+
+def text_or_none(value: Any) -> str | None:
+    """A string cell of a numpy batch: None, NaN (how some batches carry nulls) and '' become None."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
+        return None
+    return str(value)

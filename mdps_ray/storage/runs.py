@@ -1,0 +1,102 @@
+"""The run directory: staging, commit marker, listing of committed runs.
+
+    <out>/<run_id>/run.json  manifest.parquet  results/  errors/  maps/  metrics.json  _SUCCESS
+    <out>/<run_id>/_staging/part-*.parquet     (while the run is in progress)
+
+Readers trust a run only once ``_SUCCESS`` exists; it is written last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mdps_ray.storage.results import RESULT_SCHEMA, check_schema, read_table, table_bytes
+from mdps_ray.storage.uris import filesystem, join, list_files, write_bytes
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """URIs of one run's files."""
+
+    out: str
+    run_id: str
+
+    @property
+    def root(self) -> str:
+        return join(self.out, self.run_id)
+
+    def _file(self, name: str) -> str:
+        return join(self.root, name)
+
+    run_json = property(lambda self: self._file("run.json"))
+    manifest = property(lambda self: self._file("manifest.parquet"))
+    metrics = property(lambda self: self._file("metrics.json"))
+    success = property(lambda self: self._file("_SUCCESS"))
+    staging = property(lambda self: self._file("_staging"))
+    results = property(lambda self: self._file("results"))
+    errors = property(lambda self: self._file("errors"))
+
+    def map_uri(self, image_id: str) -> str:
+        return join(self.root, "maps", f"{image_id}.npy")
+
+    def recon_uri(self, image_id: str) -> str:
+        """The mean posterior sample of an image, as 8-bit PNG (for reports)."""
+        return join(self.root, "recons", f"{image_id}.png")
+
+
+def staged_rows(paths: RunPaths, storage_options: dict[str, Any] | None = None) -> pa.Table:
+    """All staged rows of a run, one per image id (a retried batch may have written a part twice)."""
+    parts = [read_table(u, storage_options) for u in list_files(paths.staging, ".parquet", storage_options)]
+    if not parts:
+        return RESULT_SCHEMA.empty_table()
+    table = pa.concat_tables(parts)
+    check_schema(table)
+    return dedup(table)
+
+
+def dedup(table: pa.Table) -> pa.Table:
+    """Keep the first row of each image id."""
+    ids = table.column("image_id").to_pylist()
+    seen: set[str] = set()
+    keep = [i for i, v in enumerate(ids) if not (v in seen or seen.add(v))]  # type: ignore[func-returns-value]
+    return table.take(pa.array(keep, type=pa.int64()))
+
+
+def commit(paths: RunPaths, table: pa.Table, storage_options: dict[str, Any] | None = None) -> None:
+    """Write results/ (partitioned by category, and dt) and errors/ from the staged rows."""
+    check_schema(table)
+    ok = table.filter(pc.equal(table.column("status"), "ok"))
+    bad = table.filter(pc.equal(table.column("status"), "error"))
+    for category in sorted(set(ok.column("category").to_pylist())):
+        part = ok.filter(pc.equal(ok.column("category"), category))
+        for dt in sorted({d for d in part.column("dt").to_pylist()}, key=str):
+            rows = part.filter(pc.is_null(part.column("dt")) if dt is None else pc.equal(part.column("dt"), dt))
+            sub = f"category={category}" + ("" if dt is None else f"/dt={dt}")
+            rows = rows.sort_by("image_id")
+            write_bytes(join(paths.results, sub, "part-00000.parquet"), table_bytes(rows), storage_options)
+    if bad.num_rows:
+        write_bytes(join(paths.errors, "part-00000.parquet"), table_bytes(bad.sort_by("image_id")), storage_options)
+
+
+def committed_runs(out: str, storage_options: dict[str, Any] | None = None) -> list[str]:
+    """Run ids under ``out`` that carry ``_SUCCESS``."""
+    fs, path = filesystem(out, storage_options)
+    if not fs.exists(path):
+        return []
+    runs = []
+    for sub in sorted(fs.ls(path, detail=False)):
+        name = sub.rstrip("/").rsplit("/", 1)[-1]
+        if fs.exists(f"{sub.rstrip('/')}/_SUCCESS"):
+            runs.append(name)
+    return runs
+
+
+def read_results(paths: RunPaths, storage_options: dict[str, Any] | None = None, errors: bool = False) -> pa.Table:
+    """The committed rows of a run (results/, or errors/)."""
+    tables = [read_table(u, storage_options)
+              for u in list_files(paths.errors if errors else paths.results, ".parquet", storage_options)]
+    return pa.concat_tables(tables) if tables else RESULT_SCHEMA.empty_table()

@@ -1,0 +1,76 @@
+"""Resumable training state without pickle: tensors in safetensors, the rest in JSON.
+
+<dir>/model.safetensors       raw (non-EMA) UNet weights
+<dir>/optimizer.safetensors   Adam moments and step counts, keyed state.<param index>.<name>
+<dir>/ema.safetensors         EMA shadow parameters, keyed ema.<param index>
+<dir>/state.json              step, elapsed seconds, losses, optimizer param groups, EMA scalars
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from mdps_ray.method.training import PriorTrainer
+
+
+def save_state(trainer: PriorTrainer, directory: Path, elapsed: float) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in trainer.module.state_dict().items()},
+        str(directory / "model.safetensors"),
+    )
+    opt = trainer.optimizer.state_dict()
+    tensors = {
+        f"state.{i}.{name}": v.detach().cpu().reshape(v.shape).contiguous()
+        for i, st in opt["state"].items()
+        for name, v in st.items()
+        if torch.is_tensor(v)
+    }
+    if tensors:
+        save_file(tensors, str(directory / "optimizer.safetensors"))
+    meta: dict[str, Any] = {
+        "step": trainer.step_count,
+        "elapsed": elapsed,
+        "losses": trainer.losses,
+        "grad_norms": trainer.grad_norms,
+        "starts": trainer.starts,
+        "param_groups": opt["param_groups"],
+    }
+    if trainer.ema is not None:
+        ema = trainer.ema.state_dict()
+        save_file(
+            {f"ema.{i}": p.detach().cpu().contiguous() for i, p in enumerate(ema["shadow_params"])},
+            str(directory / "ema.safetensors"),
+        )
+        meta["ema"] = {k: v for k, v in ema.items() if k != "shadow_params"}
+    (directory / "state.json").write_text(json.dumps(meta))
+
+
+def load_state(trainer: PriorTrainer, directory: Path) -> float:
+    """Restore a trainer in place; returns the elapsed training seconds recorded with it."""
+    meta = json.loads((directory / "state.json").read_text())
+    device = next(trainer.module.parameters()).device
+    trainer.module.load_state_dict(
+        {k: v.to(device) for k, v in load_file(str(directory / "model.safetensors")).items()}
+    )
+    opt_state: dict[int, dict[str, torch.Tensor]] = {}
+    if (directory / "optimizer.safetensors").exists():
+        for key, value in load_file(str(directory / "optimizer.safetensors")).items():
+            _, idx, name = key.split(".", 2)
+            opt_state.setdefault(int(idx), {})[name] = value.to(device) if name != "step" else value
+    trainer.optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
+    if trainer.ema is not None and "ema" in meta:
+        shadows = load_file(str(directory / "ema.safetensors"))
+        trainer.ema.load_state_dict(
+            {**meta["ema"], "shadow_params": [shadows[f"ema.{i}"].to(device) for i in range(len(shadows))]}
+        )
+    trainer.step_count = int(meta["step"])
+    trainer.losses = list(meta["losses"])
+    trainer.grad_norms = list(meta.get("grad_norms", []))
+    trainer.starts = list(meta.get("starts", []))
+    return float(meta["elapsed"])

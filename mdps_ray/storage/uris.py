@@ -1,0 +1,64 @@
+"""URIs through fsspec: local paths, ``file://``, ``memory://``, ``s3://``, ``gs://``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import fsspec
+from fsspec.core import url_to_fs
+
+
+def filesystem(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem serving ``uri`` and the path within it."""
+    fs, path = url_to_fs(uri, **(storage_options or {}))
+    return fs, path
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join path parts onto a URI with '/' (no normalisation of the scheme)."""
+    return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def read_bytes(uri: str, storage_options: dict[str, Any] | None = None) -> bytes:
+    """The whole object at ``uri``."""
+    fs, path = filesystem(uri, storage_options)
+    return bytes(fs.cat_file(path))
+
+
+def write_bytes(uri: str, data: bytes, storage_options: dict[str, Any] | None = None) -> None:
+    """Write ``data`` to ``uri``, creating parent folders where the filesystem has them."""
+    fs, path = filesystem(uri, storage_options)
+    parent = path.rsplit("/", 1)[0]
+    if parent and parent != path:
+        fs.makedirs(parent, exist_ok=True)
+    fs.pipe_file(path, data)
+
+
+def write_json(uri: str, data: Any, storage_options: dict[str, Any] | None = None) -> None:
+    write_bytes(uri, json.dumps(data, indent=2, sort_keys=True, default=str).encode(), storage_options)
+
+
+def read_json(uri: str, storage_options: dict[str, Any] | None = None) -> Any:
+    return json.loads(read_bytes(uri, storage_options))
+
+
+def exists(uri: str, storage_options: dict[str, Any] | None = None) -> bool:
+    fs, path = filesystem(uri, storage_options)
+    return bool(fs.exists(path))
+
+
+def remove(uri: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Delete a folder and everything below it (no error when absent)."""
+    fs, path = filesystem(uri, storage_options)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def list_files(uri: str, suffix: str, storage_options: dict[str, Any] | None = None) -> list[str]:
+    """URIs of the files below ``uri`` ending with ``suffix`` (sorted; none if absent)."""
+    fs, path = filesystem(uri, storage_options)
+    if not fs.exists(path):
+        return []
+    found = sorted(p for p in fs.find(path) if p.endswith(suffix))
+    return [fs.unstrip_protocol(p) if "://" in uri else p for p in found]

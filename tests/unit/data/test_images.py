@@ -1,0 +1,56 @@
+"""Image decoding: modes converted, limits enforced, corrupt data refused with a reason."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mdps_ray.data.images import ImageDecodeError, decode_image, decode_mask, encode_png
+
+
+def _png(im: Image.Image, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P", "I;16", "CMYK"])
+def test_modes_become_rgb_in_range(mode: str) -> None:
+    arr = (np.arange(32 * 32).reshape(32, 32) % 256).astype(np.uint8)
+    if mode == "I;16":
+        im = Image.fromarray(arr.astype(np.uint16) * 257)
+        assert im.mode.startswith("I;16")
+    else:
+        im = Image.fromarray(arr, mode="L").convert(mode)
+    x = decode_image(_png(im, "TIFF" if mode == "CMYK" else "PNG"), 16)
+    assert x.shape == (3, 16, 16) and x.min() >= -1 and x.max() <= 1
+    assert x.std() > 0.1  # content survived the conversion
+
+
+def test_truncated_and_non_image_data_are_refused_with_a_reason() -> None:
+    good = _png(Image.new("RGB", (32, 32), (10, 20, 30)))
+    with pytest.raises(ImageDecodeError, match="not a readable image"):
+        decode_image(good[: len(good) // 2], 16)
+    with pytest.raises(ImageDecodeError, match="not a readable image"):
+        decode_image(b"definitely not an image", 16)
+
+
+def test_decompression_bomb_header_is_refused_before_decoding() -> None:
+    im = Image.new("L", (4000, 4000))
+    with pytest.raises(ImageDecodeError, match="exceeds the limit"):
+        decode_image(_png(im), 16, max_pixels=1_000_000)
+
+
+def test_mask_uses_nearest_and_threshold() -> None:
+    m = np.zeros((32, 32), dtype=np.uint8)
+    m[8:16, 8:16] = 255
+    out = decode_mask(_png(Image.fromarray(m)), 16)
+    assert out.dtype.is_floating_point is False and out.sum() == 16 and out[0, 4:8, 4:8].all()
+
+
+def test_png_round_trip() -> None:
+    x = decode_image(_png(Image.new("RGB", (16, 16), (255, 0, 128))), 16)
+    assert np.allclose(decode_image(encode_png(x), 16), x, atol=1 / 127.5)

@@ -1,0 +1,61 @@
+"""The prior: paper-size parameter count, bit-exact save/load over fsspec, pickle refusal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fsspec
+import pytest
+import torch
+
+from mdps_ray.config.method import MdpsConfig
+from mdps_ray.config.presets import PAPER_PRIOR
+from mdps_ray.models.prior import build_unet, count_parameters, weights_digest
+from mdps_ray.storage.checkpoints import CheckpointError, load_prior, save_prior
+from tests.helpers.models import TINY_PRIOR
+
+TINY = MdpsConfig(prior=TINY_PRIOR)
+
+
+def test_paper_size_prior_has_about_33m_parameters() -> None:
+    n = count_parameters(build_unet(PAPER_PRIOR))
+    assert n == pytest.approx(32.95e6, rel=0.005)  # mdps-method.md §5: ≈ 32.95 M
+
+
+@pytest.mark.parametrize("scheme", ["local", "memory"])
+def test_save_load_round_trip_is_bit_exact(tiny_unet: torch.nn.Module, tmp_path: Path, scheme: str) -> None:
+    uri = str(tmp_path / "model") if scheme == "local" else "memory://models/tiny"
+    digest = save_prior(tiny_unet, TINY, uri)  # type: ignore[arg-type]
+    loaded = load_prior(uri)
+    assert loaded.digest == digest == weights_digest(tiny_unet)
+    for (k, a), (k2, b) in zip(tiny_unet.state_dict().items(), loaded.unet.state_dict().items(), strict=True):
+        assert k == k2 and torch.equal(a, b)
+    assert loaded.config == TINY and loaded.calibration is None
+
+
+def test_pickle_checkpoint_is_refused_before_reading(tiny_unet: torch.nn.Module, tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    save_prior(tiny_unet, TINY, str(model))  # type: ignore[arg-type]
+    (model / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    torch.save(tiny_unet.state_dict(), model / "unet" / "diffusion_pytorch_model.bin")
+    with pytest.raises(CheckpointError, match=r"only pickle weights \(diffusion_pytorch_model.bin\).*refused"):
+        load_prior(str(model))
+
+
+def test_tampered_weights_fail_the_digest_check(tiny_unet: torch.nn.Module) -> None:
+    uri = "memory://models/tampered"
+    save_prior(tiny_unet, TINY, uri)  # type: ignore[arg-type]
+    other = build_unet(TINY_PRIOR)
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)
+    fs = fsspec.filesystem("memory")
+    fs.rm("/models/tampered/unet", recursive=True)
+    save_prior(other, TINY, "memory://models/other")
+    fs.copy("/models/other/unet", "/models/tampered/unet", recursive=True)
+    with pytest.raises(CheckpointError, match="expected weights digest"):
+        load_prior(uri)
+
+
+def test_missing_model_directory_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="expected a model directory with unet/"):
+        load_prior(str(tmp_path / "nothing"))
