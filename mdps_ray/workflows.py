@@ -6,6 +6,7 @@ the reference the distributed jobs are checked against.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from mdps_ray.api import Detector
 from mdps_ray.config.method import MdpsConfig
 from mdps_ray.config.overrides import validate
 from mdps_ray.core import masking
-from mdps_ray.data.images import iter_batches, load_images, load_masks, native_mask_size
+from mdps_ray.data.images import iter_batches, load_images, load_masks, mask_side, native_mask_size, read_mask
 from mdps_ray.data.records import ImageRecord, detect_layout, list_records
 from mdps_ray.data.splits import split_holdout
 from mdps_ray.method.calibration import Calibration, fit_calibration
@@ -26,8 +27,9 @@ from mdps_ray.method.training import PriorTrainer, fit_prior
 from mdps_ray.metrics import functional as F
 from mdps_ray.metrics.alignment import align
 from mdps_ray.metrics.reconstruction import psnr, ssim
-from mdps_ray.metrics.reduce import reduce_rows
+from mdps_ray.metrics.reduce import RowLoaders, reduce_rows
 from mdps_ray.storage.checkpoints import save_calibration
+from mdps_ray.storage.results import load_map
 from mdps_ray.storage.runs import RunPaths, read_results
 from mdps_ray.storage.uris import exists, read_json, write_json
 
@@ -150,7 +152,16 @@ def evaluate_run(run_dir: str, storage_options: dict[str, Any] | None = None, wr
     cfg = validate(MdpsConfig, record["method"], source=paths.run_json)
     cal = record.get("calibration") or {}
     rows = read_results(paths, storage_options).to_pylist()
-    metrics = reduce_rows(rows, cfg.prior.image_size, cfg.maps.crop, cal.get("score_threshold"), storage_options)
+    metrics = reduce_rows(rows, cfg.prior.image_size, cfg.maps.crop, cal.get("score_threshold"),
+                          stored_loaders(storage_options))
     if write:
         write_json(paths.metrics, metrics, storage_options)
     return metrics
+
+
+def stored_loaders(storage_options: dict[str, Any] | None = None) -> RowLoaders:
+    """The reduce's loaders bound to a store: maps as float16 .npy objects, masks as images."""
+    so = dict(storage_options or {})
+    return RowLoaders(anomaly_map=functools.partial(load_map, storage_options=so),
+                      mask=functools.partial(read_mask, storage_options=so),
+                      mask_side=functools.partial(mask_side, storage_options=so))

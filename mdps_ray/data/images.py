@@ -104,8 +104,16 @@ def iter_batches(
 
 def native_mask_size(records: Sequence[ImageRecord], storage_options: dict[str, Any] | None = None) -> int | None:
     """Side length of the first ground-truth mask (the evaluation grid), or None without masks."""
-    for r in records:
-        if r.mask_uri is not None:
-            with Image.open(io.BytesIO(read_bytes(r.mask_uri, storage_options))) as im:
-                return int(im.size[0])
-    return None
+    first = next((r.mask_uri for r in records if r.mask_uri is not None), None)
+    return None if first is None else mask_side(first, storage_options)
+
+
+def mask_side(uri: str, storage_options: dict[str, Any] | None = None) -> int:
+    """Native side length of the mask image at ``uri`` (its header only)."""
+    with Image.open(io.BytesIO(read_bytes(uri, storage_options))) as im:
+        return int(im.size[0])
+
+
+def read_mask(uri: str, size: int, storage_options: dict[str, Any] | None = None) -> torch.Tensor:
+    """The ground-truth mask at ``uri`` resized to size × size, (1, size, size) bool."""
+    return decode_mask(read_bytes(uri, storage_options), size)

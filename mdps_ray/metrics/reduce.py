@@ -1,27 +1,39 @@
 """The reduce step: per-shard mergeable states from committed rows and maps → metrics per category.
 
 A shard is any subset of rows; :func:`shard_states` turns it into states that merge by sum or
-concatenation, so the result does not depend on how the rows were split.
+concatenation, so the result does not depend on how the rows were split. Metrics do no I/O: the
+maps and masks a row names come through the :class:`RowLoaders` the caller gives (storage-bound
+ones are built by ``mdps_ray.workflows.stored_loaders``).
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
-from mdps_ray.data.images import decode_mask
 from mdps_ray.metrics.alignment import align
 from mdps_ray.metrics.states import ImageScoreState, PixelCurveState
-from mdps_ray.storage.results import load_map
-from mdps_ray.storage.uris import read_bytes
 
 NUM_BINS = 10_000
+
+
+@dataclass(frozen=True)
+class RowLoaders:
+    """How the reduce reads what a row names (picklable callables, so Ray tasks can carry them).
+
+    Attributes:
+        anomaly_map: ``map_uri`` → the row's map, (h, w) float32.
+        mask: (``mask_uri``, side) → ground truth resized to side × side, (1, side, side) bool.
+        mask_side: ``mask_uri`` → the mask's native side length (the evaluation grid).
+    """
+
+    anomaly_map: Callable[[str], np.ndarray]
+    mask: Callable[[str, int], torch.Tensor]
+    mask_side: Callable[[str], int]
 
 
 @dataclass
@@ -41,8 +53,8 @@ class ShardStates:
 
 
 def shard_states(rows: list[dict[str, Any]], edges: np.ndarray, image_size: int, crop: int | None,
-                 gt_size: int | None, storage_options: dict[str, Any] | None = None) -> ShardStates:
-    """States from result rows of one category (status ok); maps and masks are read from storage.
+                 gt_size: int | None, loaders: RowLoaders) -> ShardStates:
+    """States from result rows of one category (status ok); maps and masks come through ``loaders``.
 
     ``gt_size`` is the category's evaluation grid (the masks' native size); None skips pixel metrics.
     """
@@ -55,9 +67,9 @@ def shard_states(rows: list[dict[str, Any]], edges: np.ndarray, image_size: int,
         images.update([r["label"]], [r["score"]])
         if gt_size is None or r["map_uri"] is None:
             continue
-        amap = torch.from_numpy(load_map(r["map_uri"], storage_options))[None]
+        amap = torch.from_numpy(loaders.anomaly_map(r["map_uri"]))[None]
         if r["mask_uri"]:
-            gt = decode_mask(read_bytes(r["mask_uri"], storage_options), gt_size)
+            gt = loaders.mask(r["mask_uri"], gt_size)
         else:
             gt = torch.zeros((1, gt_size, gt_size), dtype=torch.bool)
         a, g = align(amap, gt, image_size, crop)
@@ -66,13 +78,10 @@ def shard_states(rows: list[dict[str, Any]], edges: np.ndarray, image_size: int,
     return ShardStates(images, pixels if has_pixels else None, [float(r["score"]) for r in rows])
 
 
-def mask_size(rows: list[dict[str, Any]], storage_options: dict[str, Any] | None = None) -> int | None:
+def mask_size(rows: list[dict[str, Any]], loaders: RowLoaders) -> int | None:
     """Native side length of the first ground-truth mask among ``rows`` (None when none has one)."""
-    for r in rows:
-        if r["mask_uri"]:
-            with Image.open(io.BytesIO(read_bytes(r["mask_uri"], storage_options))) as im:
-                return int(im.size[0])
-    return None
+    first = next((r["mask_uri"] for r in rows if r["mask_uri"]), None)
+    return None if first is None else loaders.mask_side(first)
 
 
 def finalize(states: ShardStates) -> dict[str, float]:
@@ -90,7 +99,7 @@ def finalize(states: ShardStates) -> dict[str, float]:
 
 
 def reduce_rows(rows: list[dict[str, Any]], image_size: int, crop: int | None, score_threshold: float | None,
-                storage_options: dict[str, Any] | None = None, shards: int = 1,
+                loaders: RowLoaders, shards: int = 1,
                 mapper: Callable[[Iterable[Any]], Iterable[ShardStates]] | None = None) -> dict[str, Any]:
     """Metrics per category and overall; ``mapper`` runs shard_states in parallel (Ray tasks)."""
     hi = max((r["map_max"] for r in rows if r["map_max"] is not None), default=1.0)
@@ -100,8 +109,8 @@ def reduce_rows(rows: list[dict[str, Any]], image_size: int, crop: int | None, s
         by_cat.setdefault(r["category"], []).append(r)
     jobs = [(cat, part) for cat, rs in sorted(by_cat.items()) for part in np.array_split(np.arange(len(rs)), shards)
             if len(part)]
-    sizes = {cat: mask_size(rs, storage_options) for cat, rs in by_cat.items()}
-    args = [([by_cat[cat][i] for i in part], edges, image_size, crop, sizes[cat], storage_options)
+    sizes = {cat: mask_size(rs, loaders) for cat, rs in by_cat.items()}
+    args = [([by_cat[cat][i] for i in part], edges, image_size, crop, sizes[cat], loaders)
             for cat, part in jobs]
     results = list(mapper(args)) if mapper else [shard_states(*a) for a in args]
     merged: dict[str, ShardStates] = {}

@@ -38,6 +38,7 @@ from mdps_ray.storage.checkpoints import load_calibration, read_model_meta
 from mdps_ray.storage.results import read_table, table_bytes
 from mdps_ray.storage.runs import RunPaths, commit, committed_runs, read_results, staged_rows
 from mdps_ray.storage.uris import exists, join, read_json, remove, write_bytes, write_json
+from mdps_ray.workflows import stored_loaders
 
 
 class PhaseClock:
@@ -220,7 +221,7 @@ def _reduce(table: pa.Table, cfg: MdpsConfig, calibration: Calibration | None, s
         return ray.get([_shard_task.remote(*a) for a in args])
 
     return reduce_rows(rows, cfg.prior.image_size, cfg.maps.crop, calibration.score_threshold if calibration else None,
-                       so, shards=shards, mapper=mapper if shards > 1 else None)
+                       stored_loaders(so), shards=shards, mapper=mapper if shards > 1 else None)
 
 
 def _run_record(job: ScoreJobConfig, cfg: MdpsConfig, digest: str, cfg_hash: str, cal: Calibration | None,

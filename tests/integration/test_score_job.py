@@ -23,6 +23,7 @@ from mdps_ray.metrics.reduce import reduce_rows
 from mdps_ray.orchestration.score_pipeline import run_score_job
 from mdps_ray.storage.results import RESULT_SCHEMA
 from mdps_ray.storage.runs import RunPaths, read_results
+from mdps_ray.workflows import stored_loaders
 from tests.helpers.infra import FAKE_SECRET
 from tests.helpers.models import CONFIG
 
@@ -78,7 +79,7 @@ def test_one_and_two_actors_give_identical_scores(ray_local, tiny_model: Path, s
     # "two" was reduced by Ray tasks over shards of 4 rows: the same metrics as one pass of the
     # core's reduce over the committed rows (what the driver does for "one")
     rows = read_results(RunPaths(str(tmp_path), "two")).to_pylist()
-    single = reduce_rows(rows, CONFIG.prior.image_size, CONFIG.maps.crop, None, shards=1)["overall"]
+    single = reduce_rows(rows, CONFIG.prior.image_size, CONFIG.maps.crop, None, stored_loaders(), shards=1)["overall"]
     for key in ("image_auroc", "pixel_auroc", "aupro", "f1_max", "ap"):
         assert abs(two.metrics["overall"][key] - single[key]) <= 1e-9, key
 

@@ -14,6 +14,7 @@ from mdps_ray.metrics.alignment import align
 from mdps_ray.metrics.reduce import reduce_rows
 from mdps_ray.storage.results import load_map, save_map
 from mdps_ray.storage.uris import write_bytes
+from mdps_ray.workflows import stored_loaders
 
 
 def _rows(n: int = 12, size: int = 16, native: int = 32) -> list[dict]:
@@ -42,8 +43,8 @@ def _rows(n: int = 12, size: int = 16, native: int = 32) -> list[dict]:
 
 def test_shards_merge_to_the_single_pass_and_to_exact_metrics() -> None:
     rows = _rows()
-    one = reduce_rows(rows, image_size=16, crop=None, score_threshold=0.9, shards=1)
-    three = reduce_rows(rows, image_size=16, crop=None, score_threshold=0.9, shards=3)
+    one = reduce_rows(rows, image_size=16, crop=None, score_threshold=0.9, loaders=stored_loaders(), shards=1)
+    three = reduce_rows(rows, image_size=16, crop=None, score_threshold=0.9, loaders=stored_loaders(), shards=3)
     assert one == three
     c_rows = [r for r in rows if r["category"] == "c"]
     maps = torch.stack([torch.from_numpy(load_map(r["map_uri"])) for r in c_rows])
