@@ -22,7 +22,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check mdps_ray jobs tests benchmarks
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy mdps_ray/core
+	$(VENV)/bin/mypy mdps_ray
 
 test: $(STAMP) weights lint typecheck
 	$(PY) -m pytest tests

@@ -87,7 +87,8 @@ def evaluate_local(
     size = scorer.prior.image_size
     start = time.monotonic()
     batches = [(y.to(device), ids) for y, ids, _ in iter_batches(records, size, batch_size)]
-    threshold, stage1 = None, [None] * len(batches)
+    threshold: float | None = None
+    stage1: list[torch.Tensor | None] = [None] * len(batches)
     if scorer.sampler.mask.mode == "transductive":
         stage1 = [scorer.stage1(y, ids) for y, ids in batches]
         lo = min(float(m.min()) for m in stage1 if m is not None)

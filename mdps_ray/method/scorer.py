@@ -131,7 +131,7 @@ class AnomalyScorer:
             combined = pixel
         else:
             feats_y = [f.repeat_interleave(n, dim=0) for f in self.backbone.features(y)]
-            feature = self.backbone.distance(self.backbone.features(x0), feats_y, tuple(y.shape[-2:]))
+            feature = self.backbone.distance(self.backbone.features(x0), feats_y, (int(y.shape[-2]), int(y.shape[-1])))
             combined = maps.combine(feature, pixel, cfg.pixel_weight, cfg.weighting)
         amap = maps.mean_over_samples(combined, n)
         if cfg.blur_sigma > 0:

@@ -53,7 +53,7 @@ def prepare_unet(
         # nn.Module.to: diffusers' own .to(dtype=…) warns about keep-in-fp32 modules even when there are none
         unet = torch.nn.Module.to(copy.deepcopy(unet), dtype=precision_dtype(precision))
     if channels_last:
-        unet = unet.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        unet = unet.to(memory_format=torch.channels_last)
     if compile:
         unet = torch.compile(unet)  # type: ignore[assignment]
     return unet

@@ -8,6 +8,7 @@ image and writes the marker last.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import platform
@@ -150,8 +151,9 @@ def _pipeline(job: ScoreJobConfig, cfg: MdpsConfig, table: pa.Table, plan: PoolP
     blocks = max(1, min(table.num_rows, 4 * plan.num_actors, -(-table.num_rows // job.batch_size)))
     step = -(-table.num_rows // blocks)
     ds = ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)])
-    return ds.map_batches(decode_batch, batch_size=job.batch_size, num_cpus=plan.decode_cpus, fn_kwargs={
-        "size": cfg.prior.image_size, "max_pixels": job.max_pixels, "storage_options": job.storage_options})
+    decode = functools.partial(decode_batch, size=cfg.prior.image_size, max_pixels=job.max_pixels,
+                               storage_options=job.storage_options)
+    return ds.map_batches(decode, batch_size=job.batch_size, num_cpus=plan.decode_cpus)
 
 
 def _actor_args(plan: PoolPlan) -> dict[str, Any]:

@@ -54,7 +54,8 @@ def newest_checkpoint(uri: str, storage_options: dict[str, Any]) -> ray.train.Ch
 def _shard_images(size: int) -> tuple[torch.Tensor, list[int]]:
     """This worker's images (N, 3, H, W) uint8 and their global keys, materialised once."""
     shard = ray.train.get_dataset_shard("train")
-    images, keys = [], []
+    images: list[np.ndarray] = []
+    keys: list[int] = []
     for batch in shard.iter_batches(batch_size=64, batch_format="numpy"):
         images.append(batch["pixels"])
         keys.extend(int(k) for k in batch["key"])

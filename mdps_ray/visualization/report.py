@@ -46,7 +46,8 @@ def _heat(amap: np.ndarray, hi: float) -> np.ndarray:
 
 def _overlay(image: np.ndarray, amap: np.ndarray, hi: float) -> np.ndarray:
     h, w = image.shape[:2]
-    heat = np.asarray(Image.fromarray((_heat(amap, hi) * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR))
+    heat_img = Image.fromarray((_heat(amap, hi) * 255).astype(np.uint8))
+    heat = np.asarray(heat_img.resize((w, h), Image.Resampling.BILINEAR))
     return (0.55 * image + 0.45 * heat).astype(np.uint8)
 
 
