@@ -9,7 +9,7 @@ result.score, result.anomaly_map, det.is_anomalous(result)
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,19 +67,20 @@ class Detector:
         config: MdpsConfig | None = None,
         device: str | torch.device = "cpu",
         storage_options: dict[str, Any] | None = None,
-        overrides: Sequence[str] = (),
+        overrides: Sequence[str] | Mapping[str, Any] = (),
         check_calibration: bool = True,
     ) -> Detector:
         """Load a model directory.
 
-        ``config`` replaces the config stored with the model; ``overrides`` (dotted ``key=value``)
+        ``config`` replaces the config stored with the model; ``overrides`` (``--set`` items or a patch
+        mapping, :func:`~mdps_ray.config.overrides.apply_overrides`)
         are applied on top. The prior part always comes from the model. With ``check_calibration``
         a calibration fitted with other sampler/maps/score settings than the resulting ones warns
         (off when recalibrating, which replaces it).
         """
         loaded = load_prior(model_uri, storage_options)
         cfg = loaded.config if config is None else config.model_copy(update={"prior": loaded.config.prior})
-        cfg = apply_overrides(cfg, list(overrides))
+        cfg = apply_overrides(cfg, overrides)
         if cfg.prior != loaded.config.prior:
             raise ConfigError("expected no prior.* overrides at scoring time: the prior is fixed by the model")
         cal = loaded.calibration

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from mdps_ray.api import Detector
-from mdps_ray.config.method import MdpsConfig
+from mdps_ray.config.method import MdpsConfig, upgrade_stored
 from mdps_ray.config.overrides import validate
 from mdps_ray.core import masking
 from mdps_ray.data.images import iter_batches, load_images, load_masks, mask_side, native_mask_size, read_mask
@@ -130,9 +130,10 @@ def split_metrics(
 
 
 def calibrate_model(model: str, data: str, holdout_fraction: float = 0.1, target_fpr: float = 0.01,
-                    overrides: list[str] | None = None, storage_options: dict[str, Any] | None = None) -> Calibration:
+                    overrides: Mapping[str, Any] | None = None,
+                    storage_options: dict[str, Any] | None = None) -> Calibration:
     """Fit and write calibration.json; an MVTec root uses the same held-out split as training."""
-    det = Detector.load(model, storage_options=storage_options, overrides=overrides or [], check_calibration=False)
+    det = Detector.load(model, storage_options=storage_options, overrides=overrides or {}, check_calibration=False)
     layout = detect_layout(data, storage_options)
     records = [r for r in list_records(data, layout, "train", storage_options) if r.label in (0, None)]
     if layout == "mvtec":
@@ -150,7 +151,7 @@ def evaluate_run(run_dir: str, storage_options: dict[str, Any] | None = None, wr
     if not exists(paths.success, storage_options):
         raise FileNotFoundError(f"expected a committed run (with _SUCCESS) at {run_dir}, found none")
     record = read_json(paths.run_json, storage_options)
-    cfg = validate(MdpsConfig, record["method"], source=paths.run_json)
+    cfg = validate(MdpsConfig, upgrade_stored(record["method"]), source=paths.run_json)
     cal = record.get("calibration") or {}
     rows = read_results(paths, storage_options).to_pylist()
     metrics = reduce_rows(rows, cfg.prior.image_size, cfg.maps.crop, cal.get("score_threshold"),

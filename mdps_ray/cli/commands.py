@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from mdps_ray.config.method import ConfigError, MdpsConfig
-from mdps_ray.config.overrides import apply_overrides, validate
+from mdps_ray.config.overrides import apply_overrides, as_patch, deep_merge, validate
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, ValueError, RuntimeError)
 
@@ -56,9 +56,7 @@ def _config(args: argparse.Namespace) -> MdpsConfig:
 
     cfg = preset(args.preset)
     if getattr(args, "config", None):
-        data = _yaml_file(args.config)
-        merged = {**cfg.model_dump(mode="json"), **data}
-        cfg = validate(MdpsConfig, merged, source=args.config)
+        cfg = apply_overrides(cfg, _yaml_file(args.config), source=args.config)
     return apply_overrides(cfg, args.overrides)
 
 
@@ -111,7 +109,7 @@ def score_job_config(args: argparse.Namespace) -> Any:
     if args.incremental:
         data["incremental"] = True
     job_sets, method_sets = split_overrides(args.overrides)
-    data.setdefault("method", {}).update(method_sets)
+    data["method"] = deep_merge(as_patch(data.get("method") or {}), as_patch(method_sets))
     cfg = validate(ScoreJobConfig, data, source=args.config or "arguments")
     return apply_overrides(cfg, job_sets)
 
@@ -137,7 +135,7 @@ def train_job_config(args: argparse.Namespace) -> Any:
         if getattr(args, key, None) is not None:
             data[key] = getattr(args, key)
     job_sets, method_sets = split_overrides(args.overrides)
-    data.setdefault("method", {}).update(method_sets)
+    data["method"] = deep_merge(as_patch(data.get("method") or {}), as_patch(method_sets))
     cfg = validate(TrainJobConfig, data, source=args.config or "arguments")
     return apply_overrides(cfg, job_sets)
 
@@ -156,10 +154,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from mdps_ray.config.overrides import flatten_overrides
     from mdps_ray.workflows import calibrate_model
 
-    overrides = flatten_overrides(_yaml_file(args.config)) + list(args.overrides)
+    overrides = deep_merge(as_patch(_yaml_file(args.config)), as_patch(args.overrides))
     cal = calibrate_model(args.model, args.data, args.holdout_fraction, args.target_fpr, overrides)
     print(json.dumps(cal.to_json(), indent=2))
     return 0

@@ -43,12 +43,13 @@ class ScoreJobConfig(_Frozen):
     reduce_shard_rows: int = Field(1000, ge=1, description="Rows per reduce task; a run of one shard is reduced "
                                    "in the driver.")
     storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options (never logged).")
-    method: dict[str, Any] = Field(default_factory=dict, description="Method overrides as dotted key: value.")
+    method: dict[str, Any] = Field(default_factory=dict, description="Method overrides: nested sections or "
+                                   "dotted keys, deep-merged into the model's stored config.")
     faults: FaultInjection = FaultInjection()
 
-    def method_overrides(self) -> list[str]:
-        """The method overrides as dotted ``key=value`` strings."""
-        return [f"{k}={v}" for k, v in self.method.items()]
+    def method_patch(self) -> dict[str, Any]:
+        """The ``method:`` section as a patch for :func:`~mdps_ray.config.overrides.apply_overrides`."""
+        return dict(self.method)
 
     def redacted(self) -> dict[str, Any]:
         """The config as JSON with every credential-looking storage option replaced."""
@@ -85,7 +86,8 @@ class TrainJobConfig(_Frozen):
     split: str = Field("train", description="Split folder of the normal training images.")
     layout: Literal["auto", "mvtec", "folder", "manifest"] = Field("auto", description="Dataset layout.")
     preset: str = Field("default", description="Method preset the overrides apply to.")
-    method: dict[str, Any] = Field(default_factory=dict, description="Method overrides as dotted key: value.")
+    method: dict[str, Any] = Field(default_factory=dict, description="Method overrides: nested sections or "
+                                   "dotted keys, deep-merged into the model's stored config.")
     max_minutes: float | None = Field(None, gt=0, description="Wall-clock training budget per category.")
     max_steps: int = Field(2000, ge=1, description="Optimiser steps per category.")
     num_workers: int = Field(1, ge=1, description="Data-parallel workers (DDP; gloo on CPU, NCCL on GPU).")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -91,8 +91,8 @@ class StageConfig(_Frozen):
 
     start_step: int = Field(200, ge=1, le=999, description="T′: level y is forward-noised to.")
     stride: int = Field(20, ge=1, description="Step between visited timesteps (the code's skip).")
-    rho: float = Field(0.0, ge=0, description="Guidance scale ρ (the code's w / w_mask).")
-    n_samples: int = Field(1, ge=1, le=64, description="Posterior samples n per image.")
+    rho: float = Field(30.0, ge=0, description="Guidance scale ρ (the code's w / w_mask).")
+    n_samples: int = Field(2, ge=1, le=64, description="Posterior samples n per image.")
 
 
 class MaskConfig(_Frozen):
@@ -111,7 +111,7 @@ class MaskConfig(_Frozen):
 class SamplerConfig(_Frozen):
     """Masked diffusion posterior sampling: stage 1 (unmasked) → mask → stage 2 (masked)."""
 
-    stage1: StageConfig = Field(StageConfig(rho=0.0), description="Unmasked pass that builds the mask.")
+    stage1: StageConfig = Field(StageConfig(), description="Unmasked pass that builds the mask.")
     stage2: StageConfig = Field(StageConfig(), description="The final pass (masked, or the only one).")
     mask: MaskConfig = MaskConfig()
     masked_sampler: Literal["eps_mix", "replace"] = Field(
@@ -131,7 +131,7 @@ class MapConfig(_Frozen):
     """Difference map: pixel term + perceptual term, blurred."""
 
     backbone: Literal["lpips-alex", "lpips-vgg", "lpips-squeeze", "wide_resnet101_2", "random", "none"] = Field(
-        "lpips-alex", description="Perceptual backbone; none = pixel term only; random = untrained (tests)."
+        "none", description="Perceptual backbone; none = pixel term only; random = untrained (tests)."
     )
     backbone_weights: str | None = Field(
         None, description="Path/URI of the backbone weights; default: the installed LPIPS cache."
@@ -144,7 +144,7 @@ class MapConfig(_Frozen):
     scale: float = Field(0.5, gt=0, description="Multiplier of the final map (the code's /2).")
     crop: int | None = Field(None, ge=1, description="Centre crop before scoring (224 for MVTec in the paper).")
     stage1_weight: float = Field(
-        0.0,
+        0.1,
         ge=0,
         description=(
             "Two-stage only: final map = stage-2 map + w * stage-1 map, so that pixels outside the mask (zero in "
@@ -183,7 +183,11 @@ class RuntimeConfig(_Frozen):
 
 
 class MdpsConfig(_Frozen):
-    """Everything that defines the method for one category."""
+    """Everything that defines the method for one category.
+
+    The field defaults *are* the ``default`` preset (``preset("default") == MdpsConfig()``): one
+    CPU-scale setting chosen on the development categories (benchmarks/results/quality.md).
+    """
 
     prior: PriorConfig = PriorConfig()
     train: TrainConfig = TrainConfig()
@@ -210,3 +214,17 @@ def method_hash(prior: PriorConfig, sampler: SamplerConfig, maps: MapConfig, sco
 
 
 
+
+
+# Keys added to the method after models were first saved, with the value those models were scored
+# with: a stored config (mdps.json, run.json) without the key keeps its old behaviour.
+_ADDED_KEYS: tuple[tuple[str, str, Any], ...] = (("maps", "stage1_weight", 0.0),)
+
+
+def upgrade_stored(data: dict[str, Any]) -> dict[str, Any]:
+    """A stored method config (JSON) with the keys it predates filled in as it was computed."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for section, key, value in _ADDED_KEYS:
+        if isinstance(out.get(section), dict):
+            out[section].setdefault(key, value)
+    return out

@@ -1,25 +1,97 @@
-"""One override path: validation with one-line errors, dotted ``key=value`` overrides, YAML mappings."""
+"""One override path: every way a user changes a config goes through :func:`apply_overrides`.
+
+A preset or stored config, then a YAML/JSON file, then a job's ``method:`` section, then
+``--set key=value`` items: each is a *patch* — a mapping whose keys may be nested sections
+(``{sampler: {stage2: {rho: 3}}}``) or dotted paths (``{"sampler.stage2.rho": 3}``) — deep-merged
+into the config's JSON dump and validated once. A partial section changes only the keys it
+names; values keep their types (a YAML ``null`` is None, never the text "None").
+"""
 
 from __future__ import annotations
 
-import json
-from typing import Any
+import datetime as _dt
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from mdps_ray.config.method import ConfigError, _Frozen
+from mdps_ray.config.method import ConfigError
 
 METHOD_SECTIONS = ("prior", "train", "sampler", "maps", "score", "runtime")
+M = TypeVar("M", bound=BaseModel)
 
 
-def split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, str]]:
-    """Separate job-level ``key=value`` overrides from method ones (returned as a dict)."""
-    job, method = [], {}
+def parse_value(raw: str) -> Any:
+    """A ``--set`` value as YAML (``30`` → 30, ``null`` → None, ``[8, 16]`` → a list); dates stay text."""
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    return raw if isinstance(value, _dt.date | _dt.datetime) else value
+
+
+def parse_item(item: str) -> tuple[str, Any]:
+    """``"a.b=v"`` → ``("a.b", parsed v)``; a malformed item is a one-line error."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"expected an override like sampler.stage2.rho=30, got {item!r}")
+    return key.strip(), parse_value(raw)
+
+
+def as_patch(overrides: Sequence[str] | Mapping[str, Any]) -> dict[str, Any]:
+    """``--set`` items or a (possibly dotted, possibly nested) mapping as one nested patch."""
+    items = [parse_item(i) for i in overrides] if not isinstance(overrides, Mapping) else list(overrides.items())
+    patch: dict[str, Any] = {}
+    for key, value in items:
+        *path, leaf = str(key).split(".")
+        node = patch
+        for part in path:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"expected {part!r} to be a section in override {key!r}, got a value")
+        nested = as_patch(value) if isinstance(value, Mapping) else value
+        node[leaf] = deep_merge(node[leaf], nested) if isinstance(node.get(leaf), dict) and isinstance(
+            nested, dict) else nested
+    return patch
+
+
+def deep_merge(base: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``patch`` merged in: mappings recursively, everything else replaced."""
+    out = dict(base)
+    for key, value in patch.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def apply_overrides(config: M, overrides: Sequence[str] | Mapping[str, Any], source: str = "override") -> M:
+    """``config`` with the patch deep-merged in, validated once (unknown keys are errors)."""
+    patch = as_patch(overrides)
+    if not patch:
+        return config
+    data = config.model_dump(mode="json")
+    _check_sections(data, patch, "")
+    return validate(type(config), deep_merge(data, patch), source=source)
+
+
+def _check_sections(data: Mapping[str, Any], patch: Mapping[str, Any], prefix: str) -> None:
+    """A patch may not descend into a key the config does not have as a section."""
+    for key, value in patch.items():
+        if isinstance(value, Mapping) and key in data and not isinstance(data[key], dict) and data[key] is not None:
+            raise ConfigError(f"unknown config section {prefix}{key!r}: it is a value, not a section")
+        if isinstance(value, Mapping) and isinstance(data.get(key), dict):
+            _check_sections(data[key], value, f"{prefix}{key}.")
+
+
+def split_overrides(overrides: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
+    """Separate job-level ``key=value`` items from method ones (returned as a typed dotted mapping)."""
+    job: list[str] = []
+    method: dict[str, Any] = {}
     for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"expected an override like sampler.stage2.rho=30, got {item!r}")
+        key, value = parse_item(item)
         if key.split(".", 1)[0] in METHOD_SECTIONS:
             method[key] = value
         else:
@@ -41,38 +113,9 @@ def format_validation_error(err: ValidationError, source: str = "config") -> str
     return f"invalid {source}: " + "; ".join(parts)
 
 
-def validate(cls: type[_Frozen], data: dict[str, Any], source: str = "config") -> Any:
+def validate(cls: type[M], data: Mapping[str, Any], source: str = "config") -> M:
     """Build ``cls`` from ``data``; a failure becomes one-line :class:`ConfigError`."""
     try:
         return cls.model_validate(data)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, source)) from None
-
-
-def apply_overrides(config: _Frozen, overrides: list[str]) -> Any:
-    """Apply dotted ``key=value`` overrides (values parsed as YAML) and re-validate."""
-    data = config.model_dump(mode="json")
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"expected an override like sampler.stage2.rho=30, got {item!r}")
-        node = data
-        *path, leaf = key.strip().split(".")
-        for part in path:
-            if not isinstance(node.get(part), dict):
-                raise ConfigError(f"unknown config section {part!r} in override {item!r}")
-            node = node[part]
-        node[leaf] = yaml.safe_load(raw)
-    return validate(type(config), data, source="override")
-
-
-def flatten_overrides(data: dict[str, Any], prefix: str = "") -> list[str]:
-    """A nested mapping (a YAML config file) as dotted ``key=value`` overrides, leaves only."""
-    out: list[str] = []
-    for key, value in data.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.extend(flatten_overrides(value, f"{dotted}."))
-        else:
-            out.append(f"{dotted}={json.dumps(value)}")
-    return out

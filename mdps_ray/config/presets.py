@@ -68,14 +68,8 @@ PAPER_TRAIN = TrainConfig(
 # L1 + LPIPS-alex maps on both kolektorsdd and bottle at CPU scale, and cost less; adding 0.1 x the
 # stage-1 map lifts kolektorsdd pixel AUROC from 0.70 to 0.79 at the same image AUROC
 # (benchmarks/results/experiments/stage1_weight.md).
-DEFAULT = MdpsConfig(
-    sampler=SamplerConfig(
-        stage1=StageConfig(start_step=200, stride=20, rho=30.0, n_samples=2),
-        stage2=StageConfig(start_step=200, stride=20, rho=30.0, n_samples=2),
-        mask=MaskConfig(mode="calibrated", quantile=0.995),
-    ),
-    maps=MapConfig(backbone="none", stage1_weight=0.1),
-)
+# The field defaults of MdpsConfig are this preset (one source of defaults).
+DEFAULT = MdpsConfig()
 
 
 def paper_preset(name: str) -> MdpsConfig:
@@ -83,8 +77,8 @@ def paper_preset(name: str) -> MdpsConfig:
     mask_steps, w_mask, fraction, test_steps, w, eta = _PAPER[name]
     two_stage = mask_steps > 0
     sampler = SamplerConfig(
-        stage1=StageConfig(start_step=mask_steps if two_stage else test_steps, stride=20, rho=w_mask),
-        stage2=StageConfig(start_step=test_steps, stride=20, rho=w),
+        stage1=StageConfig(start_step=mask_steps if two_stage else test_steps, stride=20, rho=w_mask, n_samples=1),
+        stage2=StageConfig(start_step=test_steps, stride=20, rho=w, n_samples=1),
         mask=MaskConfig(mode="transductive" if two_stage else "none", fraction=fraction),
         masked_sampler="replace",
         eta=1.0,
@@ -99,6 +93,7 @@ def paper_preset(name: str) -> MdpsConfig:
         blur_sigma=4.0,
         scale=0.5,
         crop=224 if name.startswith("mvtec/") else None,
+        stage1_weight=0.0,  # the paper's final map is the stage-2 map alone
     )
     score = ScoreConfig(method="softmax_topk", k=500)
     return MdpsConfig(prior=PAPER_PRIOR, train=PAPER_TRAIN, sampler=sampler, maps=maps, score=score)

@@ -70,7 +70,7 @@ class RunSummary:
 
 def _method_config(job: ScoreJobConfig) -> tuple[MdpsConfig, str, Calibration | None]:
     meta, stored = read_model_meta(job.model, job.storage_options)
-    cfg = apply_overrides(stored, job.method_overrides())
+    cfg = apply_overrides(stored, job.method_patch(), source="method")
     return cfg, meta["weights_digest"], load_calibration(job.model, job.storage_options)
 
 

@@ -37,7 +37,7 @@ class ScoringWorker:
         self.dt = dt
         self.so = self.job.storage_options
         self.detector = Detector.load(self.job.model, device=device, storage_options=self.so,
-                                      overrides=self.job.method_overrides())
+                                      overrides=self.job.method_patch())
         self.config = self.detector.config
         if mask_threshold is not None:
             self.detector.scorer.mask_threshold = mask_threshold
@@ -118,7 +118,7 @@ class StageOneRange:
             torch.set_num_threads(num_threads)
         jc = ScoreJobConfig.model_validate(job)
         self.detector = Detector.load(jc.model, device=device, storage_options=jc.storage_options,
-                                      overrides=jc.method_overrides())
+                                      overrides=jc.method_patch())
 
     def __call__(self, batch: Batch) -> Batch:
         ok = [i for i, e in enumerate(batch["decode_error"]) if not e]

@@ -201,7 +201,7 @@ def train_category(job: TrainJobConfig, method: MdpsConfig, root: str, category:
 
 def run_train_job(job: TrainJobConfig) -> list[TrainedModel]:
     """Train every category of the job, one after another."""
-    method = apply_overrides(preset(job.preset), [f"{k}={v}" for k, v in job.method.items()])
+    method = apply_overrides(preset(job.preset), job.method, source="method")
     if not job.categories:
         return [train_category(job, method, job.data, job.data.rstrip("/").rsplit("/", 1)[-1], join(job.out, "model"))]
     return [train_category(job, method, join(job.data, c), c, join(job.out, c, "model")) for c in job.categories]

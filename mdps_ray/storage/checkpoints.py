@@ -22,7 +22,7 @@ from typing import Any
 
 from diffusers import UNet2DModel
 
-from mdps_ray.config.method import MdpsConfig
+from mdps_ray.config.method import MdpsConfig, upgrade_stored
 from mdps_ray.config.overrides import validate
 from mdps_ray.method.calibration import Calibration
 from mdps_ray.models.prior import build_scheduler, weights_digest
@@ -72,7 +72,7 @@ def read_model_meta(uri: str, storage_options: dict[str, Any] | None = None) -> 
             f"expected a model directory with mdps.json at {uri}, found none; give the --out of `mdps train`"
         ) from None
     meta = json.loads(raw)
-    return meta, validate(MdpsConfig, meta["config"], source=f"{uri}/mdps.json")
+    return meta, validate(MdpsConfig, upgrade_stored(meta["config"]), source=f"{uri}/mdps.json")
 
 
 def load_prior(uri: str, storage_options: dict[str, Any] | None = None) -> LoadedPrior:

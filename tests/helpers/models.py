@@ -57,7 +57,7 @@ def make_scorer(
     maps: MapConfig | None = None,
     score: ScoreConfig | None = None,
 ) -> AnomalyScorer:
-    maps = maps or MapConfig(backbone="random", blur_sigma=1.0)
+    maps = maps or MapConfig(backbone="random", blur_sigma=1.0, stage1_weight=0.0)
     return AnomalyScorer(
         unet_denoiser(unet),
         TINY_PRIOR,
@@ -69,4 +69,5 @@ def make_scorer(
 
 
 # The method config of the integration tier's tiny model (random perceptual trunk, explicit mask threshold).
-CONFIG = MdpsConfig(prior=TINY_PRIOR, sampler=tiny_sampler(), maps=MapConfig(backbone="random", blur_sigma=1.0))
+CONFIG = MdpsConfig(prior=TINY_PRIOR, sampler=tiny_sampler(),
+                    maps=MapConfig(backbone="random", blur_sigma=1.0, stage1_weight=0.0))

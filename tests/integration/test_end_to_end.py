@@ -27,7 +27,7 @@ SMALL = MdpsConfig(
     prior=TINY_PRIOR.model_copy(update={"image_size": 32}),
     train=TrainConfig(batch_size=8, lr=2e-3, t_max=200),
     sampler=tiny_sampler(mask=MaskConfig(mode="calibrated")),  # threshold from calibration.json
-    maps=MapConfig(backbone="random", blur_sigma=1.0),
+    maps=MapConfig(backbone="random", blur_sigma=1.0, stage1_weight=0.0),
 )
 
 

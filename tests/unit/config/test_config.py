@@ -30,7 +30,7 @@ def test_overrides_parse_yaml_values_and_revalidate() -> None:
     assert cfg.sampler.stage2.rho == 30.0 and cfg.maps.crop is None and cfg.sampler.mask.mode == "none"
     with pytest.raises(ConfigError, match="expected an override like"):
         apply_overrides(MdpsConfig(), ["sampler.stage2.rho"])
-    with pytest.raises(ConfigError, match="unknown config section"):
+    with pytest.raises(ConfigError, match="nope: unknown key"):
         apply_overrides(MdpsConfig(), ["nope.x=1"])
 
 

@@ -36,7 +36,7 @@ def test_result_depends_on_the_image_id_not_the_position(tiny_unet: torch.nn.Mod
 def test_outputs_have_documented_shapes(tiny_unet: torch.nn.Module, images16: torch.Tensor) -> None:
     scorer = make_scorer(
         tiny_unet,
-        maps=MapConfig(backbone="random", blur_sigma=1.0, crop=12),
+        maps=MapConfig(backbone="random", blur_sigma=1.0, crop=12, stage1_weight=0.0),
         score=ScoreConfig(method="softmax_topk", k=10),
     )
     r = scorer.score(images16, IDS)
@@ -63,7 +63,7 @@ def test_final_map_is_stage2_plus_weighted_stage1(tiny_unet: torch.nn.Module, im
 
 
 def test_pixel_only_maps_work_without_a_backbone(tiny_unet: torch.nn.Module, images16: torch.Tensor) -> None:
-    scorer = make_scorer(tiny_unet, maps=MapConfig(backbone="none", blur_sigma=0.0))
+    scorer = make_scorer(tiny_unet, maps=MapConfig(backbone="none", blur_sigma=0.0, stage1_weight=0.0))
     scorer.backbone = None
     r = scorer.score(images16, IDS)
     assert torch.isfinite(r.anomaly_map).all()

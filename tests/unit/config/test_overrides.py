@@ -1,0 +1,89 @@
+"""One source of defaults and one override path: YAML files, job ``method:`` sections and ``--set``
+items are the same deep merge with typed values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mdps_ray.cli.commands import build_parser, score_job_config, train_job_config
+from mdps_ray.cli.schemas import render_schemas
+from mdps_ray.config.method import MdpsConfig, upgrade_stored
+from mdps_ray.config.overrides import apply_overrides, as_patch, parse_value
+from mdps_ray.config.presets import preset
+
+
+def _config_show(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
+    args = build_parser().parse_args(["config", "show", *argv])
+    assert args.func(args) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_the_default_preset_is_the_field_defaults() -> None:
+    assert preset("default") == MdpsConfig()
+
+
+def test_published_schema_defaults_are_the_default_preset() -> None:
+    schema = render_schemas()["mdps_config.v1.schema.json"]
+    defaults = preset("default").model_dump(mode="json")
+    for section, ref in schema["properties"].items():
+        target = schema["$defs"][ref["$ref"].rsplit("/", 1)[-1]] if "$ref" in ref else ref
+        for key, prop in target.get("properties", {}).items():
+            if "default" in prop:
+                assert prop["default"] == defaults[section][key], f"{section}.{key}"
+
+
+def test_a_nested_yaml_file_changes_only_the_keys_it_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("sampler: {stage2: {rho: 3}}\nmaps: {crop: null}\n")
+    from_file = _config_show(capsys, "--config", str(f))
+    from_sets = _config_show(capsys, "--set", "sampler.stage2.rho=3", "--set", "maps.crop=null")
+    assert from_file == from_sets
+    assert from_file["sampler"]["stage1"]["rho"] == 30 and from_file["sampler"]["stage2"]["n_samples"] == 2
+    assert from_file["maps"]["crop"] is None
+
+
+def test_a_file_over_a_paper_preset_keeps_the_preset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("sampler: {stage2: {rho: 3}}\n")
+    got = _config_show(capsys, "--preset", "paper/mvtec/bottle", "--config", str(f))
+    want = preset("paper/mvtec/bottle").model_dump(mode="json")
+    want["sampler"]["stage2"]["rho"] = 3.0
+    assert got == want
+
+
+def test_job_method_sections_nested_or_dotted_are_the_same(tmp_path: Path) -> None:
+    nested, dotted = tmp_path / "n.yaml", tmp_path / "d.yaml"
+    nested.write_text(yaml.safe_dump({"data": "d", "out": "o", "method": {"sampler": {"stage2": {"rho": 3}},
+                                                                          "maps": {"crop": None}}}))
+    dotted.write_text(yaml.safe_dump({"data": "d", "out": "o", "method": {"sampler.stage2.rho": 3, "maps.crop": None}}))
+    for make, cmd in ((train_job_config, "train"), (score_job_config, "score")):
+        a = make(build_parser().parse_args([cmd, "--config", str(nested), *(["--model", "m"] * (cmd == "score"))]))
+        b = make(build_parser().parse_args([cmd, "--config", str(dotted), *(["--model", "m"] * (cmd == "score"))]))
+        c = make(build_parser().parse_args([cmd, "--data", "d", "--out", "o", "--set", "sampler.stage2.rho=3",
+                                           "--set", "maps.crop=null", *(["--model", "m"] * (cmd == "score"))]))
+        cfgs = [apply_overrides(preset("paper/mvtec/bottle"), j.method) for j in (a, b, c)]
+        assert cfgs[0] == cfgs[1] == cfgs[2]
+        assert cfgs[0].sampler.stage2.rho == 3 and cfgs[0].maps.crop is None
+        assert cfgs[0].sampler.mask.mode == "transductive" and cfgs[0].sampler.seed == 42
+
+
+def test_values_keep_their_types() -> None:
+    assert parse_value("null") is None and parse_value("30") == 30 and parse_value("[8, 16]") == [8, 16]
+    assert parse_value("2026-12-02") == "2026-12-02"  # a date stays text (job `date` is a string)
+    assert as_patch({"a.b": 1, "a": {"c": 2}}) == {"a": {"b": 1, "c": 2}}
+
+
+def test_an_unquoted_date_override_is_accepted() -> None:
+    args = build_parser().parse_args(["score", "--model", "m", "--data", "d", "--out", "o", "--set",
+                                      "date=2026-12-02"])
+    assert score_job_config(args).date == "2026-12-02"
+
+
+def test_stored_configs_without_later_keys_keep_their_behaviour() -> None:
+    old = MdpsConfig().model_dump(mode="json")
+    del old["maps"]["stage1_weight"]
+    assert MdpsConfig.model_validate(upgrade_stored(old)).maps.stage1_weight == 0.0
