@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         save_prior(unet, cfg, f"{tmp}/model")
 
         torch.set_num_threads(2)
-        scorer, _ = build_scorer(unet, cfg, "cpu")
+        scorer = build_scorer(unet, cfg, "cpu")
         t0 = time.perf_counter()
         for y, ids, _ in iter_batches(records, cfg.prior.image_size, args.batch_size):
             scorer.score(y, ids)

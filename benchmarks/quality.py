@@ -64,10 +64,10 @@ def run_category(root: Path, args: argparse.Namespace, base: MdpsConfig, out: Pa
                 loaded.config.model_copy(update={k: getattr(base, k) for k in ("sampler", "maps", "score", "runtime")}),
                 VARIANTS[name],
             )
-            scorer, _ = build_scorer(loaded.unet, cfg, device)
+            scorer = build_scorer(loaded.unet, cfg, device)
             if cfg.sampler.mask.mode == "calibrated":
                 cal = calibrate_local(scorer, holdout, args.batch_size, device)
-                scorer.mask_threshold = cal.mask_threshold
+                scorer = build_scorer(loaded.unet, cfg, device, calibration=cal)
             ev = evaluate_local(scorer, test_records, args.batch_size, device)
         metrics = {k: ev.metrics.get(k, float("nan")) for k in METRICS}
         row = {"category": category, "variant": name, **metrics, "what_it_is": DESCRIPTIONS[name]}

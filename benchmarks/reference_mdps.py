@@ -1,4 +1,4 @@
-"""A scorer with the official MDPS code's structure, for speed comparisons (mdps-method.md §1.4, §8).
+"""A scorer with the official MDPS code's structure, for speed comparisons (docs/method.md §1.4, §8).
 
 Structure kept from the official code: posterior samples in a Python loop over repeats; a no-grad
 forward *and* an autograd forward per guided step; ᾱ rebuilt with numpy at every step; every x_t

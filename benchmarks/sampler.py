@@ -111,9 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     ids = [r.image_id for r in records]
     unet = build_unet(prior)
 
-    plain, _ = build_scorer(unet, base, device)
-    threshold = float(torch.quantile(plain.stage1(y[:1], ids[:1]).flatten(), 0.95))
-    plain.mask_threshold = threshold
+    unmasked = build_scorer(unet, base, device)
+    threshold = float(torch.quantile(unmasked.stage1(y[:1], ids[:1]).flatten(), 0.95))
+    base = apply_overrides(base, {"sampler.mask.threshold": threshold})  # every scorer below masks with it
+    plain = build_scorer(unet, base, device)
     ref_unet = build_unet(prior).to(device).eval()  # the official code leaves requires_grad on
     ref_unet.load_state_dict(unet.state_dict())
     backbone_module = plain.backbone
@@ -136,8 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # The tolerance for low-precision rows: how far the fp32 map moves when only the sampler's seed changes.
     reseeded = base.model_copy(update={"sampler": base.sampler.model_copy(update={"seed": base.sampler.seed + 1})})
-    other, _ = build_scorer(unet, reseeded, device)
-    other.mask_threshold = threshold
+    other = build_scorer(unet, reseeded, device)
     seed_rel = relative_difference(other.score(y[:1], ids[:1]).anomaly_map, one_ref_maps)
 
     print(
@@ -151,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = base.model_copy(update={"runtime": base.runtime.model_copy(update=VARIANTS[name])})
         u = build_unet(prior)
         u.load_state_dict(unet.state_dict())
-        scorer, _ = build_scorer(u, cfg, device)
-        scorer.mask_threshold = threshold
+        scorer = build_scorer(u, cfg, device)
         t, res = timed(lambda s=scorer: s.score(y, ids), device, args.reps)
         one = scorer.score(y[:1], ids[:1]).anomaly_map
         diff, rel = (one - one_ref_maps).abs().max().item(), relative_difference(one, one_ref_maps)

@@ -63,7 +63,7 @@ def baseline_evaluation(
     """The mean normal training image as every image's "reconstruction", with the same maps."""
     size = config.prior.image_size
     mean_image = load_images([r.uri for r in train_records], size).mean(dim=0, keepdim=True).to(device)
-    scorer, _ = build_scorer(build_unet(config.prior), config, device)
+    scorer = build_scorer(build_unet(config.prior), config, device)
     start = time.monotonic()
     score_list, map_list = [], []
     with torch.no_grad():

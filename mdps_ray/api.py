@@ -20,7 +20,7 @@ from diffusers import UNet2DModel
 from mdps_ray.config.method import ConfigError, MdpsConfig, method_hash
 from mdps_ray.config.overrides import apply_overrides
 from mdps_ray.data.images import load_images
-from mdps_ray.method.calibration import Calibration
+from mdps_ray.method.calibration import Calibration, is_anomalous, resolve_mask_threshold
 from mdps_ray.method.scorer import AnomalyScorer, ScoreResult
 from mdps_ray.models.backbones import build_backbone
 from mdps_ray.models.runtime import prepare_unet, unet_denoiser
@@ -34,8 +34,13 @@ def build_scorer(
     device: str | torch.device = "cpu",
     calibration: Calibration | None = None,
     storage_options: dict[str, Any] | None = None,
-) -> tuple[AnomalyScorer, str]:
-    """An :class:`AnomalyScorer` on ``device`` and the digest of its backbone weights."""
+    transductive_threshold: float | None = None,
+) -> AnomalyScorer:
+    """An :class:`AnomalyScorer` on ``device``; its ``backbone_digest`` names the weights it loaded.
+
+    The stage-1 mask threshold comes from :func:`~mdps_ray.method.calibration.resolve_mask_threshold`
+    (explicit config > ``transductive_threshold`` > ``calibration``).
+    """
     device = torch.device(device)
     state, backbone_digest = load_backbone_weights(config.maps.backbone, config.maps.backbone_weights, storage_options)
     backbone = build_backbone(config.maps.backbone, state)
@@ -43,10 +48,11 @@ def build_scorer(
         backbone.to(device)
     rt = config.runtime
     unet = prepare_unet(unet, device, rt.channels_last, rt.compile, rt.precision)
-    threshold = calibration.mask_threshold if calibration is not None else None
+    calibrated = calibration.mask_threshold if calibration is not None else None
+    threshold = resolve_mask_threshold(config.sampler.mask, transductive_threshold, calibrated)
     denoiser = unet_denoiser(unet, rt.precision, rt.channels_last)
-    scorer = AnomalyScorer(denoiser, config.prior, config.sampler, config.maps, config.score, backbone, threshold)
-    return scorer, backbone_digest
+    return AnomalyScorer(denoiser, config.prior, config.sampler, config.maps, config.score, backbone, threshold,
+                         backbone_digest)
 
 
 @dataclass
@@ -69,6 +75,7 @@ class Detector:
         storage_options: dict[str, Any] | None = None,
         overrides: Sequence[str] | Mapping[str, Any] = (),
         check_calibration: bool = True,
+        transductive_threshold: float | None = None,
     ) -> Detector:
         """Load a model directory.
 
@@ -76,7 +83,8 @@ class Detector:
         mapping, :func:`~mdps_ray.config.overrides.apply_overrides`)
         are applied on top. The prior part always comes from the model. With ``check_calibration``
         a calibration fitted with other sampler/maps/score settings than the resulting ones warns
-        (off when recalibrating, which replaces it).
+        (off when recalibrating, which replaces it). ``transductive_threshold`` is the scored set's
+        τ from a transductive first pass (mask mode ``transductive``).
         """
         loaded = load_prior(model_uri, storage_options)
         cfg = loaded.config if config is None else config.model_copy(update={"prior": loaded.config.prior})
@@ -93,8 +101,8 @@ class Detector:
                 UserWarning,
                 stacklevel=2,
             )
-        scorer, bdigest = build_scorer(loaded.unet, cfg, device, cal, storage_options)
-        return cls(scorer, cfg, loaded.digest, bdigest, cal, torch.device(device))
+        scorer = build_scorer(loaded.unet, cfg, device, cal, storage_options, transductive_threshold)
+        return cls(scorer, cfg, loaded.digest, scorer.backbone_digest, cal, torch.device(device))
 
     def score(self, images: torch.Tensor | Sequence[str], image_ids: Sequence[str] | None = None) -> ScoreResult:
         """Score a tensor (B, 3, H, W) in [−1, 1] or a list of image paths/URIs."""
@@ -110,4 +118,4 @@ class Detector:
         """Scores above the calibrated image threshold, (B,) bool."""
         if self.calibration is None:
             raise ValueError("expected a calibrated model (calibration.json) to threshold scores, got none")
-        return result.score > self.calibration.score_threshold
+        return is_anomalous(result.score, self.calibration.score_threshold)

@@ -11,7 +11,7 @@ ScoreMethod = Literal["softmax_topk", "max", "mean_topk"]
 
 
 def softmax_topk(anomaly_map: torch.Tensor, k: int) -> torch.Tensor:
-    """s = Σ_{top-k p} e^{A_p} / Σ_q e^{A_q}, the official code's score (mdps-method.md §4).
+    """s = Σ_{top-k p} e^{A_p} / Σ_q e^{A_q}, the official code's score (docs/method.md §4).
 
     Shift-invariant: it measures how peaked the map is, not its level. A flat map gives k/(H·W).
     """
@@ -43,3 +43,19 @@ def image_score(anomaly_map: torch.Tensor, method: ScoreMethod, k: int, fraction
     if method == "mean_topk":
         return mean_topk(anomaly_map, fraction)
     raise ValueError(f"expected score method softmax_topk, max or mean_topk, got {method!r}")
+
+
+SUMMARY_QUANTILES = (0.5, 0.9, 0.99)
+
+
+def score_summary(scores: torch.Tensor) -> dict[str, float]:
+    """The one summary of a set of image scores (N,): n, mean, sample std, q50, q90, q99.
+
+    Calibration stores it for normal images, ``run.json`` and ``metrics.json`` for scored ones, and
+    the nightly drift compares them key by key. Empty input gives ``{"n": 0}``.
+    """
+    s = scores.detach().double().flatten().cpu()
+    if not s.numel():
+        return {"n": 0.0}
+    qs = {f"q{round(q * 100)}": float(torch.quantile(s, q)) for q in SUMMARY_QUANTILES}
+    return {"n": float(s.numel()), "mean": float(s.mean()), "std": float(s.std()) if s.numel() > 1 else 0.0, **qs}

@@ -15,8 +15,9 @@ from typing import Any
 
 import torch
 
-from mdps_ray.config.method import method_hash
+from mdps_ray.config.method import MaskConfig, method_hash
 from mdps_ray.core import masking
+from mdps_ray.core.scores import score_summary
 
 CALIBRATION_VERSION = 1
 
@@ -43,14 +44,35 @@ class Calibration:
         version = data.get("version")
         if version != CALIBRATION_VERSION:
             raise ValueError(f"expected calibration.json version {CALIBRATION_VERSION}, got {version!r}")
-        return cls(**{k: v for k, v in data.items() if k != "version"})
+        fields = {k: v for k, v in data.items() if k != "version"}
+        stats = fields.get("score_stats") or {}
+        fields["score_stats"] = {_OLD_SUMMARY_KEYS.get(k, k): v for k, v in stats.items()}
+        return cls(**fields)
 
 
-def score_statistics(scores: torch.Tensor) -> dict[str, float]:
-    """Mean, std and quantiles of normal image scores (drift reference for nightly runs)."""
-    s = scores.double()
-    qs = {f"q{int(q * 1000):03d}": float(torch.quantile(s, q)) for q in (0.5, 0.9, 0.99)}
-    return {"mean": float(s.mean()), "std": float(s.std()) if s.numel() > 1 else 0.0, **qs}
+def resolve_mask_threshold(mask: MaskConfig, transductive: float | None, calibrated: float | None) -> float | None:
+    """The stage-1 mask threshold τ a scorer uses, decided here and nowhere else.
+
+    Precedence: explicit (``sampler.mask.threshold``) > transductive (the scored set's
+    min + f·(max − min), mode ``transductive`` only) > calibrated (``calibration.json``).
+    None with mask mode ``none`` (single stage), or when nothing gives one (the scorer then refuses).
+    """
+    if mask.mode == "none":
+        return None
+    if mask.threshold is not None:
+        return mask.threshold
+    if mask.mode == "transductive":
+        return transductive
+    return calibrated
+
+
+def is_anomalous(scores: torch.Tensor, score_threshold: float) -> torch.Tensor:
+    """The image decision, (B,) bool: s > the calibrated image threshold (the one place it is taken)."""
+    return scores > score_threshold
+
+
+# Older calibration.json files used q500/q900/q990 for the score quantiles.
+_OLD_SUMMARY_KEYS = {"q500": "q50", "q900": "q90", "q990": "q99"}
 
 
 def fit_calibration(
@@ -77,8 +99,9 @@ def fit_calibration(
         stage1 = [scorer.stage1(y, ids) for y, ids in batches]
         values = torch.cat([m.flatten() for m in stage1 if m is not None])
         mask_threshold = masking.quantile_threshold(values, mask_cfg.quantile)
+    masked_with = resolve_mask_threshold(mask_cfg, None, mask_threshold)  # an explicit threshold still wins
     score_list = [
-        scorer.score(y, ids, mask_threshold=mask_threshold, stage1_map=s1).score
+        scorer.score(y, ids, mask_threshold=masked_with, stage1_map=s1).score
         for (y, ids), s1 in zip(batches, stage1, strict=True)
     ]
     all_scores = torch.cat(score_list)
@@ -88,7 +111,7 @@ def fit_calibration(
         mask_quantile=mask_cfg.quantile,
         target_fpr=target_fpr,
         n_images=int(all_scores.numel()),
-        score_stats=score_statistics(all_scores),
+        score_stats=score_summary(all_scores),
         config_hash=config_hash,
         model_digest=model_digest,
         method_hash=method_hash(scorer.prior, scorer.sampler, scorer.map_cfg, scorer.score_cfg),

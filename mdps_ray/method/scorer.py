@@ -64,7 +64,9 @@ class AnomalyScorer:
         prior: the prior's config (schedule and image size).
         sampler, map_cfg, score_cfg: the method's settings.
         backbone: perceptual backbone, or None for pixel-only maps.
-        mask_threshold: the calibrated stage-1 threshold (required with mask mode ``calibrated``).
+        mask_threshold: the stage-1 mask threshold τ, as decided by
+            :func:`~mdps_ray.method.calibration.resolve_mask_threshold` (required by two-stage modes).
+        backbone_digest: digest of the backbone weights file (provenance, recorded in run.json).
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class AnomalyScorer:
         score_cfg: ScoreConfig,
         backbone: Backbone | None,
         mask_threshold: float | None = None,
+        backbone_digest: str = "",
     ) -> None:
         self.denoiser = denoiser
         self.prior = prior
@@ -83,7 +86,8 @@ class AnomalyScorer:
         self.map_cfg = map_cfg
         self.score_cfg = score_cfg
         self.backbone = backbone
-        self.mask_threshold = sampler.mask.threshold if sampler.mask.threshold is not None else mask_threshold
+        self.mask_threshold = mask_threshold
+        self.backbone_digest = backbone_digest  # provenance of the perceptual weights ("" for none/random)
         self.alpha_bars = alpha_bars(prior)
 
     # -- one pass -------------------------------------------------------------------------
@@ -152,8 +156,9 @@ class AnomalyScorer:
     ) -> ScoreResult:
         """Score a batch: stage 1 → mask → stage 2 (or the single stage when the mask mode is none).
 
-        ``mask_threshold`` overrides the scorer's threshold (the transductive second pass and
-        calibration use it); ``stage1_map`` reuses stage-1 maps computed earlier for these images.
+        ``mask_threshold`` replaces the scorer's τ for this call (calibration scores its normals with
+        the τ it just fitted, the in-process transductive pass with the set's τ; both resolved by
+        ``resolve_mask_threshold`` first); ``stage1_map`` reuses stage-1 maps computed earlier for these images.
         """
         mode = self.sampler.mask.mode
         mask = None

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mdps_ray.core.scores import score_summary
 from mdps_ray.metrics.alignment import align
 from mdps_ray.metrics.states import ImageScoreState, PixelCurveState
 
@@ -84,22 +85,19 @@ def mask_size(rows: list[dict[str, Any]], loaders: RowLoaders) -> int | None:
     return None if first is None else loaders.mask_side(first)
 
 
-def finalize(states: ShardStates) -> dict[str, float]:
+def finalize(states: ShardStates) -> dict[str, Any]:
     """Metrics of merged states: image AUROC/AP/F1-max, pixel AUROC, AUPRO@0.3, or score quantiles."""
     labels = states.images.labels
-    out: dict[str, float] = {"n_images": float(len(states.scores)), "n_anomalous": float(sum(labels))}
+    out: dict[str, Any] = {"n_images": float(len(states.scores)), "n_anomalous": float(sum(labels))}
     if len(set(labels)) == 2:
         out.update(states.images.compute())
         if states.pixels is not None and states.pixels.anomalous.sum() > 0:
             out.update(states.pixels.compute())
-    if states.scores:
-        s = np.asarray(states.scores)
-        out.update({f"score_q{q:02d}": float(np.quantile(s, q / 100)) for q in (50, 90, 99)})
+    out["score_stats"] = score_summary(torch.tensor(states.scores, dtype=torch.float64))
     return out
 
 
-def reduce_rows(rows: list[dict[str, Any]], image_size: int, crop: int | None, score_threshold: float | None,
-                loaders: RowLoaders, shards: int = 1,
+def reduce_rows(rows: list[dict[str, Any]], image_size: int, crop: int | None, loaders: RowLoaders, shards: int = 1,
                 mapper: Callable[[Iterable[Any]], Iterable[ShardStates]] | None = None) -> dict[str, Any]:
     """Metrics per category and overall; ``mapper`` runs shard_states in parallel (Ray tasks)."""
     hi = max((r["map_max"] for r in rows if r["map_max"] is not None), default=1.0)
@@ -121,6 +119,7 @@ def reduce_rows(rows: list[dict[str, Any]], image_size: int, crop: int | None, s
     for s in merged.values():
         total = s if total is None else total.merge(s)
     out["overall"] = finalize(total) if total is not None else {"n_images": 0.0}
-    if score_threshold is not None and rows:
-        out["overall"]["fraction_above_threshold"] = float(np.mean([r["score"] > score_threshold for r in rows]))
+    flagged = [bool(r["is_anomalous"]) for r in rows if r.get("is_anomalous") is not None]
+    if flagged:  # the worker's decision per row (calibration.is_anomalous), not recomputed here
+        out["overall"]["fraction_above_threshold"] = float(np.mean(flagged))
     return out

@@ -12,35 +12,49 @@ import pyarrow.parquet as pq
 
 from mdps_ray.storage.uris import read_bytes, write_bytes
 
-RESULTS_SCHEMA_VERSION = 1
+RESULTS_SCHEMA_VERSION = 2
+_V1_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("run_id", pa.string()),
+    ("image_id", pa.string()),
+    ("uri", pa.string()),
+    ("category", pa.string()),
+    ("split", pa.string()),
+    ("defect_type", pa.string()),
+    ("label", pa.int8()),
+    ("score", pa.float64()),
+    ("is_anomalous", pa.bool_()),
+    ("map_uri", pa.string()),
+    ("map_max", pa.float64()),
+    ("map_mean", pa.float64()),
+    ("anomalous_area_fraction", pa.float64()),
+    ("model_digest", pa.string()),
+    ("config_hash", pa.string()),
+    ("content_key", pa.string()),
+    ("mask_uri", pa.string()),
+    ("seed", pa.int64()),
+    ("n_samples", pa.int32()),
+    ("seconds", pa.float64()),
+    ("status", pa.string()),
+    ("error", pa.string()),
+    ("dt", pa.string()),
+]
+
+
+# v2 adds the perceptual backbone's weights digest beside the model digest (provenance).
+RESULT_SCHEMA_V1 = pa.schema(_V1_FIELDS, metadata={"mdps_ray.results_schema_version": "1"})
+_AT = [name for name, _ in _V1_FIELDS].index("config_hash") + 1
 RESULT_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("image_id", pa.string()),
-        ("uri", pa.string()),
-        ("category", pa.string()),
-        ("split", pa.string()),
-        ("defect_type", pa.string()),
-        ("label", pa.int8()),
-        ("score", pa.float64()),
-        ("is_anomalous", pa.bool_()),
-        ("map_uri", pa.string()),
-        ("map_max", pa.float64()),
-        ("map_mean", pa.float64()),
-        ("anomalous_area_fraction", pa.float64()),
-        ("model_digest", pa.string()),
-        ("config_hash", pa.string()),
-        ("content_key", pa.string()),
-        ("mask_uri", pa.string()),
-        ("seed", pa.int64()),
-        ("n_samples", pa.int32()),
-        ("seconds", pa.float64()),
-        ("status", pa.string()),
-        ("error", pa.string()),
-        ("dt", pa.string()),
-    ],
+    [*_V1_FIELDS[:_AT], ("backbone_digest", pa.string()), *_V1_FIELDS[_AT:]],
     metadata={"mdps_ray.results_schema_version": str(RESULTS_SCHEMA_VERSION)},
 )
+
+
+def upgrade(table: pa.Table) -> pa.Table:
+    """A table of any published result schema version as the current one (v1 rows: no backbone digest)."""
+    if table.schema.remove_metadata().equals(RESULT_SCHEMA_V1.remove_metadata()):
+        return table.add_column(_AT, RESULT_SCHEMA.field("backbone_digest"),
+                                pa.nulls(table.num_rows, pa.string())).replace_schema_metadata(RESULT_SCHEMA.metadata)
+    return table
 
 
 def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:

@@ -16,6 +16,7 @@ from mdps_ray.config.method import (
     ScoreConfig,
     StageConfig,
 )
+from mdps_ray.method.calibration import resolve_mask_threshold
 from mdps_ray.method.scorer import AnomalyScorer
 from mdps_ray.models.backbones import build_backbone
 from mdps_ray.models.runtime import unet_denoiser
@@ -58,13 +59,15 @@ def make_scorer(
     score: ScoreConfig | None = None,
 ) -> AnomalyScorer:
     maps = maps or MapConfig(backbone="random", blur_sigma=1.0, stage1_weight=0.0)
+    sampler = sampler or tiny_sampler()
     return AnomalyScorer(
         unet_denoiser(unet),
         TINY_PRIOR,
-        sampler or tiny_sampler(),
+        sampler,
         maps,
         score or ScoreConfig(),
         build_backbone(maps.backbone, None),
+        resolve_mask_threshold(sampler.mask, None, None),
     )
 
 

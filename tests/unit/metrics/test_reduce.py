@@ -37,14 +37,14 @@ def _rows(n: int = 12, size: int = 16, native: int = 32) -> list[dict]:
         save_map(amap, map_uri)
         rows.append({"image_id": f"c/{i}", "category": "c" if i < 8 else "d", "label": label,
                      "score": float(amap.max()), "map_uri": map_uri, "mask_uri": mask_uri,
-                     "map_max": float(amap.max())})
+                     "map_max": float(amap.max()), "is_anomalous": float(amap.max()) > 0.9})
     return rows
 
 
 def test_shards_merge_to_the_single_pass_and_to_exact_metrics() -> None:
     rows = _rows()
-    one = reduce_rows(rows, image_size=16, crop=None, score_threshold=0.9, loaders=stored_loaders(), shards=1)
-    three = reduce_rows(rows, image_size=16, crop=None, score_threshold=0.9, loaders=stored_loaders(), shards=3)
+    one = reduce_rows(rows, image_size=16, crop=None, loaders=stored_loaders(), shards=1)
+    three = reduce_rows(rows, image_size=16, crop=None, loaders=stored_loaders(), shards=3)
     assert one == three
     c_rows = [r for r in rows if r["category"] == "c"]
     maps = torch.stack([torch.from_numpy(load_map(r["map_uri"])) for r in c_rows])
@@ -63,4 +63,6 @@ def test_shards_merge_to_the_single_pass_and_to_exact_metrics() -> None:
                                                                 [r["score"] for r in c_rows]))
     assert exact["pixel_auroc"] == pytest.approx(F.pixel_auroc(g, a), abs=1e-3)
     assert exact["aupro"] == pytest.approx(F.aupro(g, a), abs=1e-3)
-    assert one["overall"]["n_images"] == 12 and "fraction_above_threshold" in one["overall"]
+    assert one["overall"]["n_images"] == 12
+    assert one["overall"]["fraction_above_threshold"] == pytest.approx(np.mean([r["is_anomalous"] for r in rows]))
+    assert set(one["per_category"]["c"]["score_stats"]) == {"n", "mean", "std", "q50", "q90", "q99"}

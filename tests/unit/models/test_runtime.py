@@ -28,6 +28,7 @@ def _scorer(unet: torch.nn.Module, runtime: RuntimeConfig, **sampler: object) ->
         MAPS,
         MdpsConfig().score,
         build_backbone("random", None),
+        0.05,  # tiny_sampler's explicit mask threshold
     )
 
 

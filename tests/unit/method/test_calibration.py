@@ -1,0 +1,44 @@
+"""One threshold story: which mask threshold a scorer uses, the image decision, the score summary."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mdps_ray.config.method import MaskConfig
+from mdps_ray.core.scores import score_summary
+from mdps_ray.method.calibration import Calibration, fit_calibration, is_anomalous, resolve_mask_threshold
+from tests.helpers.models import make_scorer, tiny_sampler
+
+
+@pytest.mark.parametrize(
+    ("mask", "transductive", "calibrated", "expected"),
+    [
+        (MaskConfig(mode="calibrated", threshold=0.3), 0.2, 0.1, 0.3),  # explicit wins
+        (MaskConfig(mode="transductive"), 0.2, 0.1, 0.2),  # transductive over calibrated
+        (MaskConfig(mode="calibrated"), 0.2, 0.1, 0.1),  # a calibrated run ignores a set's range
+        (MaskConfig(mode="calibrated"), None, None, None),
+        (MaskConfig(mode="none", threshold=0.3), 0.2, 0.1, None),  # single stage: no mask at all
+    ],
+)
+def test_mask_threshold_precedence(mask: MaskConfig, transductive: float | None, calibrated: float | None,
+                                   expected: float | None) -> None:
+    assert resolve_mask_threshold(mask, transductive, calibrated) == expected
+
+
+def test_the_image_decision_is_strictly_above_the_threshold() -> None:
+    assert is_anomalous(torch.tensor([0.1, 0.5, 0.9]), 0.5).tolist() == [False, False, True]
+
+
+def test_calibration_stores_the_one_score_summary(tiny_unet: torch.nn.Module, images16: torch.Tensor) -> None:
+    scorer = make_scorer(tiny_unet, tiny_sampler(mask=MaskConfig(mode="calibrated")))
+    cal = fit_calibration(scorer, [(images16, ["a", "b", "c", "d"])], target_fpr=0.25)
+    again = scorer.score(images16, ["a", "b", "c", "d"], mask_threshold=cal.mask_threshold).score
+    assert cal.score_stats == pytest.approx(score_summary(again))
+    assert set(cal.score_stats) == {"n", "mean", "std", "q50", "q90", "q99"}
+
+
+def test_an_older_calibration_file_reads_with_the_current_keys() -> None:
+    cal = Calibration(0.1, 0.2, 0.995, 0.01, 4, {"mean": 1.0, "std": 0.5, "q50": 1.0}).to_json()
+    cal["score_stats"] = {"mean": 1.0, "std": 0.5, "q500": 0.9, "q900": 1.5, "q990": 2.0}
+    assert Calibration.from_json(cal).score_stats == {"mean": 1.0, "std": 0.5, "q50": 0.9, "q90": 1.5, "q99": 2.0}
