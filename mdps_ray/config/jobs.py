@@ -15,14 +15,6 @@ from mdps_ray.config.method import _Frozen
 SECRET_KEYS = ("key", "secret", "token", "password", "credential")
 
 
-class FaultInjection(_Frozen):
-    """Test hooks: make one actor or the driver die at a chosen point (off by default)."""
-
-    kill_actor_after_batches: int | None = Field(None, ge=1, description="An actor exits after N batches, once.")
-    kill_driver_after_batches: int | None = Field(None, ge=1, description="The driver exits after N batches.")
-    marker_uri: str | None = Field(None, description="Where the once-only actor kill is recorded.")
-
-
 class ScoreJobConfig(_Frozen):
     """Batch scoring of an image dataset with a trained prior."""
 
@@ -33,7 +25,8 @@ class ScoreJobConfig(_Frozen):
     split: str = Field("test", description="Split folder for MVTec/BTAD layouts.")
     layout: Literal["auto", "mvtec", "folder", "manifest"] = Field("auto", description="Dataset layout.")
     incremental: bool = Field(False, description="Score only images not yet scored under <out> (nightly).")
-    date: str | None = Field(None, description="dt= partition (YYYY-MM-DD) of a nightly run; default today (UTC).")
+    date: str | None = Field(None, description="dt of a nightly run (YYYY-MM-DD; results/<category>/<dt>/); "
+                                 "default today (UTC).")
     batch_size: int = Field(8, ge=1, description="Images per scoring call of an actor.")
     num_actors: int | None = Field(None, ge=1, description="Scoring actors; default: GPUs, else what CPUs allow.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Actor device; auto = cuda when GPUs exist.")
@@ -45,7 +38,6 @@ class ScoreJobConfig(_Frozen):
     storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options (never logged).")
     method: dict[str, Any] = Field(default_factory=dict, description="Method overrides: nested sections or "
                                    "dotted keys, deep-merged into the model's stored config.")
-    faults: FaultInjection = FaultInjection()
 
     def method_patch(self) -> dict[str, Any]:
         """The ``method:`` section as a patch for :func:`~mdps_ray.config.overrides.apply_overrides`."""
@@ -68,12 +60,6 @@ def _redact(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: "***" if any(s in k.lower() for s in SECRET_KEYS) else _redact(v) for k, v in value.items()}
     return value
-
-
-class TrainFaults(_Frozen):
-    """Test hooks for training (off by default)."""
-
-    kill_worker_at_step: int | None = Field(None, ge=1, description="A worker exits at this step, once.")
 
 
 class TrainJobConfig(_Frozen):
@@ -100,7 +86,6 @@ class TrainJobConfig(_Frozen):
     calibrate: bool = Field(True, description="Write calibration.json after training.")
     run_name: str | None = Field(None, description="Ray Train run name (resume key); default from out and category.")
     storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options (never logged).")
-    faults: TrainFaults = TrainFaults()
 
     def redacted(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")

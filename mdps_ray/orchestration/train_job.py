@@ -41,6 +41,7 @@ from mdps_ray.data.splits import split_holdout
 from mdps_ray.method.calibration import Calibration
 from mdps_ray.models.prior import build_unet
 from mdps_ray.orchestration.cluster import init_ray
+from mdps_ray.orchestration.faults import Faults
 from mdps_ray.orchestration.train_loop import train_func, write_loss_files
 from mdps_ray.storage.checkpoints import save_calibration, save_prior
 from mdps_ray.storage.uris import filesystem, join, read_bytes, write_bytes
@@ -128,7 +129,7 @@ def _trainer(job: TrainJobConfig, method: MdpsConfig, train: list[ImageRecord], 
         train_loop_config={
             "method": method.model_dump(mode="json"), "max_steps": job.max_steps,
             "max_seconds": None if job.max_minutes is None else job.max_minutes * 60,
-            "checkpoint_every": job.checkpoint_every, "kill_worker_at_step": job.faults.kill_worker_at_step,
+            "checkpoint_every": job.checkpoint_every, "faults": Faults.from_env().as_dict(),
             "kill_marker": str(Path(tempfile.gettempdir()) / f"mdps-kill-{run_name}-{_short_hash(job.out)}"),
             "storage_uri": join(job.out, "_train", run_name) if storage_fs else str(Path(storage_path) / run_name),
             "storage_options": job.storage_options, "run_name": run_name,
@@ -179,7 +180,7 @@ def train_category(job: TrainJobConfig, method: MdpsConfig, root: str, category:
     write_loss_files(losses, model_uri, so)
     calibration = None
     if job.calibrate:
-        scorer, _ = build_scorer(unet, method, "cpu")
+        scorer = build_scorer(unet, method, "cpu")
         calibration = calibrate_local(scorer, holdout, 8, torch.device("cpu"), target_fpr=job.target_fpr,
                                       config_hash=method.digest(), model_digest=digest, storage_options=so)
         save_calibration(calibration, model_uri, so)

@@ -11,7 +11,6 @@ Touch points with Ray (the loop itself is :class:`mdps_ray.training.PriorTrainer
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from ray.experimental import tqdm_ray
 from mdps_ray.config.method import MdpsConfig
 from mdps_ray.method.training import PriorTrainer
 from mdps_ray.models.prior import build_unet
+from mdps_ray.orchestration.faults import Faults, at_train_step
 from mdps_ray.storage.train_state import load_state, save_state
 from mdps_ray.storage.uris import filesystem, write_bytes
 
@@ -115,7 +115,7 @@ def train_func(config: dict[str, Any]) -> None:
             bar.update(1)
             if trainer.step_count % 50 == 0:
                 bar.set_description(f"train {config['run_name']} loss {loss:.4f}")
-        _maybe_kill(config, trainer.step_count, rank)
+        at_train_step(Faults(**config["faults"]), trainer.step_count, rank, config["kill_marker"])
         since_report += 1
         if trainer.step_count % config["checkpoint_every"] == 0:
             _report(trainer, time.monotonic() - start, rank, since_report)
@@ -142,16 +142,6 @@ def _report(trainer: PriorTrainer, elapsed: float, rank: int, n_steps: int) -> N
             save_state(trainer, Path(tmp), elapsed)
             ckpt = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=ckpt)
-
-
-def _maybe_kill(config: dict[str, Any], step: int, rank: int) -> None:
-    """Fault injection: one worker exits once at a chosen step (a marker makes it once only)."""
-    at, marker = config.get("kill_worker_at_step"), config.get("kill_marker")
-    if at is None or step != at or rank != 0 or marker is None or os.path.exists(marker):
-        return
-    Path(marker).parent.mkdir(parents=True, exist_ok=True)
-    Path(marker).write_text("killed")
-    os._exit(13)
 
 
 def write_loss_files(losses: list[float], uri: str, storage_options: dict[str, Any]) -> None:

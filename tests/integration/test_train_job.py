@@ -13,15 +13,16 @@ from safetensors.torch import load_file
 from mdps_ray.api import Detector
 from mdps_ray.cli.commands import main
 from mdps_ray.config.jobs import TrainJobConfig
+from mdps_ray.orchestration.faults import ENV
 from mdps_ray.orchestration.train_job import TrainInputError, run_train_job
 
 pytestmark = pytest.mark.slow
 
-TINY = {
-    "prior.image_size": "16", "prior.block_out_channels": "[8, 16]", "prior.attention_levels": "[false, false]",
-    "prior.norm_num_groups": "4", "prior.attention_head_dim": "8", "maps.backbone": "random",
-    "sampler.stage1.start_step": "60", "sampler.stage2.start_step": "60",
-    "sampler.stage1.n_samples": "1", "sampler.stage2.n_samples": "1", "train.batch_size": "4",
+TINY = {  # a job's method: section carries typed values (as a YAML file gives them)
+    "prior.image_size": 16, "prior.block_out_channels": [8, 16], "prior.attention_levels": [False, False],
+    "prior.norm_num_groups": 4, "prior.attention_head_dim": 8, "maps.backbone": "random",
+    "sampler.stage1.start_step": 60, "sampler.stage2.start_step": 60,
+    "sampler.stage1.n_samples": 1, "sampler.stage2.n_samples": 1, "train.batch_size": 4,
 }
 
 
@@ -50,21 +51,23 @@ def test_two_workers_train_from_s3_and_scoring_loads_the_result(s3, ray_local, s
     assert det.scorer.mask_threshold == model.calibration.mask_threshold
 
 
-def test_rerun_resumes_from_the_newest_checkpoint(ray_local, synthetic_root: Path, tmp_path: Path) -> None:
+def test_rerun_resumes_from_the_newest_checkpoint(ray_local, synthetic_root: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     out = str(tmp_path / "out")
+    monkeypatch.setenv(ENV, json.dumps({"kill_worker_at_step": 3}))
     with pytest.raises(Exception):  # noqa: B017 - the worker group dies, nothing retries it
-        run_train_job(_job(str(synthetic_root), out, max_failures=0, run_name="resume",
-                           faults={"kill_worker_at_step": 3}))
+        run_train_job(_job(str(synthetic_root), out, max_failures=0, run_name="resume"))
+    monkeypatch.delenv(ENV)
     [model] = run_train_job(_job(str(synthetic_root), out, max_failures=0, run_name="resume"))
     card = _card(Path(out) / "model")
     assert model.steps == 6 and card["steps"] == 6
     assert card["starts"] == [0, 2]  # the rerun started at the checkpoint of step 2, not at 0
 
 
-def test_a_killed_worker_recovers_from_the_last_checkpoint(ray_local, synthetic_root: Path,
-                                                           tmp_path: Path) -> None:
-    [model] = run_train_job(_job(str(synthetic_root), str(tmp_path / "out"), max_failures=1, run_name="failover",
-                                 faults={"kill_worker_at_step": 5}))
+def test_a_killed_worker_recovers_from_the_last_checkpoint(ray_local, synthetic_root: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV, json.dumps({"kill_worker_at_step": 5}))
+    [model] = run_train_job(_job(str(synthetic_root), str(tmp_path / "out"), max_failures=1, run_name="failover"))
     card = _card(tmp_path / "out" / "model")
     assert model.steps == 6 and card["starts"] == [0, 4]
 
@@ -79,7 +82,7 @@ def test_ddp_step_on_half_batches_equals_one_worker_on_the_whole_batch(ray_local
     for workers in (1, 2):
         out = tmp_path / f"w{workers}"
         run_train_job(_job(str(tmp_path / "five"), str(out), num_workers=workers, max_steps=1, calibrate=False,
-                           method={**TINY, "train.ema_decay": "null"}, run_name=f"ddp{workers}"))
+                           method={**TINY, "train.ema_decay": None}, run_name=f"ddp{workers}"))
         models.append(out / "model")
     a = load_file(str(models[0] / "unet" / "diffusion_pytorch_model.safetensors"))
     b = load_file(str(models[1] / "unet" / "diffusion_pytorch_model.safetensors"))
