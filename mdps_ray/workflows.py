@@ -21,7 +21,7 @@ from mdps_ray.core import masking
 from mdps_ray.data.images import iter_batches, load_images, load_masks, mask_side, native_mask_size, read_mask
 from mdps_ray.data.records import ImageRecord, detect_layout, list_records
 from mdps_ray.data.splits import split_holdout
-from mdps_ray.method.calibration import Calibration, fit_calibration
+from mdps_ray.method.calibration import Calibration, fit_calibration, resolve_mask_threshold
 from mdps_ray.method.scorer import AnomalyScorer
 from mdps_ray.method.training import PriorTrainer, fit_prior
 from mdps_ray.metrics import functional as F
@@ -93,7 +93,8 @@ def evaluate_local(
         stage1 = [scorer.stage1(y, ids) for y, ids in batches]
         lo = min(float(m.min()) for m in stage1 if m is not None)
         hi = max(float(m.max()) for m in stage1 if m is not None)
-        threshold = masking.transductive_threshold(lo, hi, scorer.sampler.mask.fraction)
+        transductive = masking.transductive_threshold(lo, hi, scorer.sampler.mask.fraction)
+        threshold = resolve_mask_threshold(scorer.sampler.mask, transductive, scorer.mask_threshold)
     results = [scorer.score(y, ids, threshold, s1) for (y, ids), s1 in zip(batches, stage1, strict=True)]
     seconds = (time.monotonic() - start) / max(len(records), 1)
     scores = torch.cat([r.score for r in results]).cpu()
@@ -132,12 +133,15 @@ def split_metrics(
 def calibrate_model(model: str, data: str, holdout_fraction: float = 0.1, target_fpr: float = 0.01,
                     overrides: Mapping[str, Any] | None = None,
                     storage_options: dict[str, Any] | None = None) -> Calibration:
-    """Fit and write calibration.json; an MVTec root uses the same held-out split as training."""
+    """Fit and write calibration.json on the held-out part of ``data``'s normal training images.
+
+    The same rule as ``mdps train`` (:func:`~mdps_ray.data.splits.split_holdout`, for every layout):
+    given the data a model was trained on, it calibrates on exactly the images training left out.
+    """
     det = Detector.load(model, storage_options=storage_options, overrides=overrides or {}, check_calibration=False)
     layout = detect_layout(data, storage_options)
     records = [r for r in list_records(data, layout, "train", storage_options) if r.label in (0, None)]
-    if layout == "mvtec":
-        _, records = split_holdout(records, holdout_fraction)
+    _, records = split_holdout(records, holdout_fraction)
     cal = calibrate_local(det.scorer, records, 8, torch.device("cpu"), target_fpr=target_fpr,
                           config_hash=det.config.digest(), model_digest=det.model_digest)
     save_calibration(cal, model, storage_options)
@@ -152,10 +156,8 @@ def evaluate_run(run_dir: str, storage_options: dict[str, Any] | None = None, wr
         raise FileNotFoundError(f"expected a committed run (with _SUCCESS) at {run_dir}, found none")
     record = read_json(paths.run_json, storage_options)
     cfg = validate(MdpsConfig, upgrade_stored(record["method"]), source=paths.run_json)
-    cal = record.get("calibration") or {}
     rows = read_results(paths, storage_options).to_pylist()
-    metrics = reduce_rows(rows, cfg.prior.image_size, cfg.maps.crop, cal.get("score_threshold"),
-                          stored_loaders(storage_options))
+    metrics = reduce_rows(rows, cfg.prior.image_size, cfg.maps.crop, stored_loaders(storage_options))
     if write:
         write_json(paths.metrics, metrics, storage_options)
     return metrics

@@ -7,9 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from mdps_ray.data.records import list_mvtec
 from mdps_ray.data.synthetic import make_dataset
 from mdps_ray.models.prior import build_unet
-from tests.helpers.models import SHARED_DATASETS, TINY_PRIOR
+from mdps_ray.storage.checkpoints import save_calibration, save_prior
+from mdps_ray.workflows import calibrate_local
+from tests.helpers.models import CONFIG, SHARED_DATASETS, TINY_PRIOR, make_scorer
 
 torch.set_num_threads(2)
 
@@ -37,5 +40,17 @@ def bottle_root() -> Path:
     if not root.is_dir():
         pytest.skip(f"real data absent: {root} not found (../shared/datasets is provided beside the checkout)")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_unet: torch.nn.Module, synthetic_root: Path) -> Path:
+    model = tmp_path_factory.mktemp("model") / "model"
+    digest = save_prior(tiny_unet, CONFIG, str(model))  # type: ignore[arg-type]
+    holdout = list_mvtec(str(synthetic_root), "train")[:6]
+    cal = calibrate_local(make_scorer(tiny_unet), holdout, 8, torch.device("cpu"), model_digest=digest)
+    save_calibration(cal, str(model))
+    return model
+
+
 
 pytest_plugins = ["tests.helpers.infra"]

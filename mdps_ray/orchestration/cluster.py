@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import ray
@@ -46,7 +47,7 @@ class PoolPlan:
     decode_cpus: float
 
 
-def plan_pool(device: str, num_actors: int | None) -> PoolPlan:
+def plan_pool(device: str, num_actors: int | None, resources: Mapping[str, float]) -> PoolPlan:
     """One actor per GPU; on CPUs, actors with fractional CPUs so decode tasks still get scheduled.
 
     (On 2 cores, two actors with 1 CPU each deadlock: the read and decode tasks never get a CPU.
@@ -55,9 +56,10 @@ def plan_pool(device: str, num_actors: int | None) -> PoolPlan:
     Decoding: GPU actors get it from 0.5-CPU tasks running beside them (it overlaps the GPU). CPU
     actors ask the decode step for the same CPUs as themselves, so Ray Data fuses it into the actor:
     there the separate decode processes would only take cores from the scorer and import torch again.
+
+    ``resources`` is the cluster's view (``ray.cluster_resources()``); no Ray call is made here.
     """
-    res = ray.cluster_resources()
-    gpus, cpus = int(res.get("GPU", 0)), float(res.get("CPU", 1))
+    gpus, cpus = int(resources.get("GPU", 0)), float(resources.get("CPU", 1))
     use_gpu = device == "cuda" or (device == "auto" and gpus > 0)
     if use_gpu:
         if gpus == 0:

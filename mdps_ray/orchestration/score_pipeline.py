@@ -9,106 +9,51 @@ image and writes the marker last.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import platform
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
+import torch
 
 from mdps_ray import __version__
 from mdps_ray.config.jobs import ScoreJobConfig
 from mdps_ray.config.method import MdpsConfig
-from mdps_ray.config.overrides import apply_overrides
 from mdps_ray.core.masking import transductive_threshold
 from mdps_ray.data.decode import decode_batch
-from mdps_ray.data.manifest import build_manifest
-from mdps_ray.data.records import list_records
 from mdps_ray.method.calibration import Calibration
 from mdps_ray.metrics.reduce import reduce_rows, shard_states
 from mdps_ray.orchestration.cluster import PoolPlan, init_ray, plan_pool
+from mdps_ray.orchestration.faults import Faults
 from mdps_ray.orchestration.progress import progress_bar
+from mdps_ray.orchestration.score_plan import (
+    PhaseClock,
+    RunSummary,
+    check_complete,
+    default_run_id,
+    drift,
+    load_or_list_manifest,
+    method_config,
+    pending_rows,
+    score_stats,
+    with_absolute_paths,
+)
 from mdps_ray.orchestration.score_worker import ScoringWorker, StageOneRange
-from mdps_ray.storage.checkpoints import load_calibration, read_model_meta
-from mdps_ray.storage.results import read_table, table_bytes
-from mdps_ray.storage.runs import RunPaths, commit, committed_runs, read_results, staged_rows
+from mdps_ray.storage.runs import RunPaths, commit, staged_rows
 from mdps_ray.storage.uris import exists, join, read_json, remove, write_bytes, write_json
 from mdps_ray.workflows import stored_loaders
-
-
-class PhaseClock:
-    """Wall seconds per phase of a run, kept in run.json (``phase_seconds``)."""
-
-    def __init__(self) -> None:
-        self.laps: dict[str, float] = {}
-        self._last = time.monotonic()
-
-    def lap(self, name: str) -> None:
-        now = time.monotonic()
-        self.laps[name] = round(now - self._last, 3)
-        self._last = now
-
-
-class RunFailed(RuntimeError):
-    """The run finished but must not be committed (too many bad inputs, missing images)."""
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    run_dir: str
-    n_images: int
-    n_errors: int
-    n_scored_now: int
-    metrics: dict[str, Any]
-
-
-def _method_config(job: ScoreJobConfig) -> tuple[MdpsConfig, str, Calibration | None]:
-    meta, stored = read_model_meta(job.model, job.storage_options)
-    cfg = apply_overrides(stored, job.method_patch(), source="method")
-    return cfg, meta["weights_digest"], load_calibration(job.model, job.storage_options)
-
-
-def default_run_id(job: ScoreJobConfig, model_digest: str, config_hash: str, dt: str | None) -> str:
-    """Deterministic: the same data, model, config (and nightly date) give the same run id."""
-    key = f"{job.data}|{job.split}|{model_digest}|{config_hash}|{dt or ''}"
-    prefix = f"nightly-{dt}" if job.incremental else "run"
-    return f"{prefix}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-
-
-def _manifest(job: ScoreJobConfig, paths: RunPaths, cfg_hash: str, digest: str) -> pa.Table:
-    """Read the run's manifest (resume) or list the dataset once and write it."""
-    so = job.storage_options
-    if exists(paths.manifest, so):
-        return read_table(paths.manifest, so)
-    table = build_manifest(list_records(job.data, job.layout, job.split, so), so)
-    if job.incremental:
-        table = _only_new(table, job.out, digest, cfg_hash, so)
-    write_bytes(paths.manifest, table_bytes(table), so)
-    return table
-
-
-def _only_new(table: pa.Table, out: str, digest: str, cfg_hash: str, so: dict[str, Any]) -> pa.Table:
-    """Drop images already scored (same content key, model digest, config hash) in committed runs."""
-    done: set[str] = set()
-    for run_id in committed_runs(out, so):
-        rows = read_results(RunPaths(out, run_id), so)
-        same = pc.and_(pc.equal(rows.column("model_digest"), digest), pc.equal(rows.column("config_hash"), cfg_hash))
-        done |= set(rows.filter(same).column("content_key").to_pylist())
-    keep = [k not in done for k in table.column("content_key").to_pylist()]
-    return table.filter(pa.array(keep, type=pa.bool_()))
 
 
 def run_score_job(job: ScoreJobConfig) -> RunSummary:
     """Score ``job.data`` into ``<out>/<run_id>/`` on the current Ray cluster; returns the summary."""
     start = time.monotonic()
+    job = with_absolute_paths(job)
     so = job.storage_options
-    cfg, digest, calibration = _method_config(job)
+    cfg, digest, calibration = method_config(job)
     cfg_hash = cfg.digest()
     dt = (job.date or datetime.now(UTC).strftime("%Y-%m-%d")) if job.incremental else job.date
     paths = RunPaths(job.out, job.run_id or default_run_id(job, digest, cfg_hash, dt))
@@ -117,12 +62,11 @@ def run_score_job(job: ScoreJobConfig) -> RunSummary:
         return RunSummary(paths.root, record["counts"]["rows"], record["counts"]["errors"], 0,
                           read_json(paths.metrics, so))
     clock = PhaseClock()
-    manifest = _manifest(job, paths, cfg_hash, digest)
+    manifest = load_or_list_manifest(job, paths, cfg_hash, digest)
     clock.lap("manifest")
     init_ray()
-    plan = plan_pool(job.device, job.num_actors)
-    done = set(staged_rows(paths, so).column("image_id").to_pylist())
-    pending = manifest.filter(pa.array([i not in done for i in manifest.column("image_id").to_pylist()]))
+    plan = plan_pool(job.device, job.num_actors, ray.cluster_resources())
+    pending = pending_rows(manifest, staged_rows(paths, so))
     clock.lap("plan")
     threshold = None
     if cfg.sampler.mask.mode == "transductive":
@@ -131,7 +75,7 @@ def run_score_job(job: ScoreJobConfig) -> RunSummary:
     scored = _score(job, cfg, pending, plan, paths, dt, threshold) if pending.num_rows else 0
     clock.lap("score")
     table = staged_rows(paths, so)
-    _check_complete(manifest, table, job.max_error_fraction)
+    check_complete(manifest, table, job.max_error_fraction)
     commit(paths, table, so)
     clock.lap("commit")
     metrics = _reduce(table, cfg, calibration, so, job.reduce_shard_rows)
@@ -168,7 +112,8 @@ def _score(job: ScoreJobConfig, cfg: MdpsConfig, pending: pa.Table, plan: PoolPl
         ScoringWorker, batch_size=job.batch_size, **_actor_args(plan),
         fn_constructor_kwargs={"job": job.model_dump(mode="json"), "run_id": paths.run_id, "dt": dt,
                                "device": plan.device, "mask_threshold": threshold, "num_threads": plan.threads,
-                               "driver_pid": os.getpid()})
+                               "driver_pid": os.getpid(),
+                               "faults": Faults.from_env().as_dict()})
     done = 0
     with progress_bar(pending.num_rows, f"scoring {paths.run_id}", "img") as bar:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -196,17 +141,6 @@ def _transductive_threshold(job: ScoreJobConfig, cfg: MdpsConfig, manifest: pa.T
     return threshold
 
 
-def _check_complete(manifest: pa.Table, table: pa.Table, max_error_fraction: float) -> None:
-    expected = set(manifest.column("image_id").to_pylist())
-    got = set(table.column("image_id").to_pylist())
-    if expected - got:
-        raise RunFailed(f"expected a row for each of {len(expected)} inputs, {len(expected - got)} are missing")
-    n_err = int(pc.sum(pc.equal(table.column("status"), "error")).as_py() or 0)
-    if expected and n_err / len(expected) > max_error_fraction:
-        raise RunFailed(f"{n_err} of {len(expected)} inputs could not be scored "
-                        f"({n_err / len(expected):.1%} > max_error_fraction {max_error_fraction:.1%}); see errors/")
-
-
 @ray.remote(num_cpus=0.25)
 def _shard_task(*args: Any) -> Any:
     return shard_states(*args)
@@ -222,41 +156,22 @@ def _reduce(table: pa.Table, cfg: MdpsConfig, calibration: Calibration | None, s
     def mapper(args: Any) -> Any:
         return ray.get([_shard_task.remote(*a) for a in args])
 
-    return reduce_rows(rows, cfg.prior.image_size, cfg.maps.crop, calibration.score_threshold if calibration else None,
-                       stored_loaders(so), shards=shards, mapper=mapper if shards > 1 else None)
+    return reduce_rows(rows, cfg.prior.image_size, cfg.maps.crop, stored_loaders(so), shards=shards,
+                       mapper=mapper if shards > 1 else None)
 
 
 def _run_record(job: ScoreJobConfig, cfg: MdpsConfig, digest: str, cfg_hash: str, cal: Calibration | None,
                 plan: PoolPlan, table: pa.Table, n_err: int, scored: int, seconds: float, dt: str | None
                 ) -> dict[str, Any]:
-    import torch
-
+    backbones = sorted({v for v in table.column("backbone_digest").to_pylist() if v})
     return {
         "mdps_ray_version": __version__, "torch": torch.__version__, "ray": ray.__version__,
         "python": platform.python_version(), "job": job.redacted(), "method": cfg.model_dump(mode="json"),
-        "model_digest": digest, "config_hash": cfg_hash, "calibration": None if cal is None else cal.to_json(),
+        "model_digest": digest, "config_hash": cfg_hash,
+        "backbone_digest": backbones[0] if backbones else None, "calibration": None if cal is None else cal.to_json(),
         "pool": plan.__dict__, "counts": {"rows": table.num_rows, "errors": n_err, "scored_this_attempt": scored},
         "seconds": seconds, "dt": dt, "finished_at": datetime.now(UTC).isoformat(),
-        "score_stats": _score_stats(table), "drift": _drift(table, cal),
+        "score_stats": score_stats(table), "drift": drift(table, cal),
     }
 
 
-def _score_stats(table: pa.Table) -> dict[str, float]:
-    s = np.asarray([v for v in table.column("score").to_pylist() if v is not None], dtype=np.float64)
-    if not len(s):
-        return {}
-    return {"mean": float(s.mean()), "std": float(s.std()), "q50": float(np.quantile(s, 0.5)),
-            "q90": float(np.quantile(s, 0.9)), "q99": float(np.quantile(s, 0.99))}
-
-
-def _drift(table: pa.Table, cal: Calibration | None) -> dict[str, float] | None:
-    """Today's score distribution against the calibration's normal scores (a shift in normal units)."""
-    stats = _score_stats(table)
-    if cal is None or not stats or not cal.score_stats:
-        return None
-    ref = cal.score_stats
-    std = ref.get("std") or 1e-12
-    return {"mean_shift_in_std": (stats["mean"] - ref["mean"]) / std, "median_today": stats["q50"],
-            "median_calibration": ref.get("q500", float("nan")),
-            "fraction_above_threshold": float(np.mean([v > cal.score_threshold for v in
-                                                       table.column("score").to_pylist() if v is not None]))}

@@ -7,8 +7,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from typing import Any
 
@@ -19,9 +17,11 @@ from mdps_ray.api import Detector
 from mdps_ray.config.jobs import ScoreJobConfig
 from mdps_ray.data.decode import Batch
 from mdps_ray.data.images import encode_png
+from mdps_ray.method.calibration import is_anomalous
+from mdps_ray.orchestration.faults import Faults, after_staged_batch
 from mdps_ray.storage.results import part_name, rows_to_table, save_map, table_bytes, text_or_none
 from mdps_ray.storage.runs import RunPaths
-from mdps_ray.storage.uris import exists, join, write_bytes
+from mdps_ray.storage.uris import join, write_bytes
 
 
 class ScoringWorker:
@@ -29,7 +29,7 @@ class ScoringWorker:
 
     def __init__(self, job: dict[str, Any], run_id: str, dt: str | None, device: str,
                  mask_threshold: float | None = None, num_threads: int | None = None,
-                 driver_pid: int | None = None) -> None:
+                 driver_pid: int | None = None, faults: dict[str, Any] | None = None) -> None:
         if num_threads:
             torch.set_num_threads(num_threads)
         self.job = ScoreJobConfig.model_validate(job)
@@ -37,13 +37,12 @@ class ScoringWorker:
         self.dt = dt
         self.so = self.job.storage_options
         self.detector = Detector.load(self.job.model, device=device, storage_options=self.so,
-                                      overrides=self.job.method_patch())
+                                      overrides=self.job.method_patch(), transductive_threshold=mask_threshold)
         self.config = self.detector.config
-        if mask_threshold is not None:
-            self.detector.scorer.mask_threshold = mask_threshold
         self.config_hash = self.config.digest()
         self.batches = 0
         self.driver_pid = driver_pid
+        self.faults = Faults(**(faults or {}))
 
     def __call__(self, batch: Batch) -> Batch:
         start = time.monotonic()
@@ -58,7 +57,8 @@ class ScoringWorker:
         write_bytes(join(self.paths.staging, part_name([str(x) for x in batch["image_id"]])),
                     table_bytes(rows_to_table(rows)), self.so)
         self.batches += 1
-        self._maybe_die()
+        after_staged_batch(self.faults, self.batches, self.driver_pid, join(self.paths.root, "_fault_actor_killed"),
+                           self.so)
         return {"image_id": np.array([r["image_id"] for r in rows], dtype=object),
                 "status": np.array([r["status"] for r in rows], dtype=object)}
 
@@ -70,6 +70,7 @@ class ScoringWorker:
             "defect_type": text_or_none(batch["defect_type"][i]),
             "label": None if label is None or (isinstance(label, float) and np.isnan(label)) else int(label),
             "model_digest": self.detector.model_digest, "config_hash": self.config_hash,
+            "backbone_digest": self.detector.backbone_digest or None,
             "content_key": str(batch["content_key"][i]), "mask_uri": text_or_none(batch["mask_uri"][i]),
             "seed": self.config.sampler.seed, "n_samples": self.config.sampler.stage2.n_samples, "dt": self.dt,
         }
@@ -89,26 +90,11 @@ class ScoringWorker:
         mask = result.mask
         return {
             **row, "status": "ok", "error": None, "score": float(result.score[k]),
-            "is_anomalous": None if cal is None else bool(result.score[k] > cal.score_threshold),
+            "is_anomalous": None if cal is None else bool(is_anomalous(result.score[k], cal.score_threshold)),
             "map_uri": map_uri, "map_max": float(amap.max()), "map_mean": float(amap.mean()),
             "anomalous_area_fraction": None if mask is None else float(mask[k].float().mean()),
             "seconds": seconds,
         }
-
-    def _maybe_die(self) -> None:
-        """Fault injection for tests: after N staged batches, kill the driver, or this actor once."""
-        faults = self.job.faults
-        if faults.kill_driver_after_batches is not None and self.batches >= faults.kill_driver_after_batches:
-            if self.driver_pid:
-                os.kill(self.driver_pid, signal.SIGKILL)
-            os._exit(17)
-        if faults.kill_actor_after_batches is None or self.batches < faults.kill_actor_after_batches:
-            return
-        marker = faults.marker_uri or join(self.paths.root, "_fault_actor_killed")
-        if not exists(marker, self.so):
-            write_bytes(marker, b"killed", self.so)
-            os._exit(13)
-
 
 class StageOneRange:
     """Transductive pass 1: the min and max of each batch's stage-1 maps."""

@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mdps_ray.storage.results import RESULT_SCHEMA, check_schema, read_table, table_bytes
+from mdps_ray.storage.results import RESULT_SCHEMA, check_schema, read_table, table_bytes, upgrade
 from mdps_ray.storage.uris import filesystem, join, list_files, write_bytes
 
 
@@ -50,7 +50,8 @@ class RunPaths:
 
 def staged_rows(paths: RunPaths, storage_options: dict[str, Any] | None = None) -> pa.Table:
     """All staged rows of a run, one per image id (a retried batch may have written a part twice)."""
-    parts = [read_table(u, storage_options) for u in list_files(paths.staging, ".parquet", storage_options)]
+    parts = [upgrade(read_table(u, storage_options))
+             for u in list_files(paths.staging, ".parquet", storage_options)]
     if not parts:
         return RESULT_SCHEMA.empty_table()
     table = pa.concat_tables(parts)
@@ -67,7 +68,7 @@ def dedup(table: pa.Table) -> pa.Table:
 
 
 def commit(paths: RunPaths, table: pa.Table, storage_options: dict[str, Any] | None = None) -> None:
-    """Write results/ (partitioned by category, and dt) and errors/ from the staged rows."""
+    """Write results/<category>/[<dt>/]part-00000.parquet and errors/ from the staged rows."""
     check_schema(table)
     ok = table.filter(pc.equal(table.column("status"), "ok"))
     bad = table.filter(pc.equal(table.column("status"), "error"))
@@ -75,7 +76,9 @@ def commit(paths: RunPaths, table: pa.Table, storage_options: dict[str, Any] | N
         part = ok.filter(pc.equal(ok.column("category"), category))
         for dt in sorted({d for d in part.column("dt").to_pylist()}, key=str):
             rows = part.filter(pc.is_null(part.column("dt")) if dt is None else pc.equal(part.column("dt"), dt))
-            sub = f"category={category}" + ("" if dt is None else f"/dt={dt}")
+            # Plain folder names, not hive ``key=value``: category and dt are columns of every file, and a
+            # hive folder of the same name makes pandas/pyarrow refuse the dataset (two sources of one column).
+            sub = category + ("" if dt is None else f"/{dt}")
             rows = rows.sort_by("image_id")
             write_bytes(join(paths.results, sub, "part-00000.parquet"), table_bytes(rows), storage_options)
     if bad.num_rows:
@@ -97,6 +100,6 @@ def committed_runs(out: str, storage_options: dict[str, Any] | None = None) -> l
 
 def read_results(paths: RunPaths, storage_options: dict[str, Any] | None = None, errors: bool = False) -> pa.Table:
     """The committed rows of a run (results/, or errors/)."""
-    tables = [read_table(u, storage_options)
+    tables = [upgrade(read_table(u, storage_options))
               for u in list_files(paths.errors if errors else paths.results, ".parquet", storage_options)]
     return pa.concat_tables(tables) if tables else RESULT_SCHEMA.empty_table()

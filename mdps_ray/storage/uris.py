@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import fsspec
@@ -13,6 +14,11 @@ def filesystem(uri: str, storage_options: dict[str, Any] | None = None) -> tuple
     """The filesystem serving ``uri`` and the path within it."""
     fs, path = url_to_fs(uri, **(storage_options or {}))
     return fs, path
+
+
+def absolute(uri: str) -> str:
+    """A local path made absolute (URIs with a scheme are returned as they are)."""
+    return uri if "://" in uri else os.path.abspath(uri)
 
 
 def join(uri: str, *parts: str) -> str:

@@ -19,7 +19,7 @@ TINY = MdpsConfig(prior=TINY_PRIOR)
 
 def test_paper_size_prior_has_about_33m_parameters() -> None:
     n = count_parameters(build_unet(PAPER_PRIOR))
-    assert n == pytest.approx(32.95e6, rel=0.005)  # mdps-method.md §5: ≈ 32.95 M
+    assert n == pytest.approx(32.95e6, rel=0.005)  # docs/method.md §5: ≈ 32.95 M
 
 
 @pytest.mark.parametrize("scheme", ["local", "memory"])

@@ -1,0 +1,136 @@
+"""The run policy of a scoring job, Ray-free: the run id, the manifest (listed once, or read back on
+a resume), the nightly skip, what is still pending, whether a run may commit, and its score summary.
+
+Everything here takes tables and storage URIs and is unit-tested without a cluster;
+``score_pipeline.py`` calls it around the Ray Data graph.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from mdps_ray.config.jobs import ScoreJobConfig
+from mdps_ray.config.method import MdpsConfig
+from mdps_ray.config.overrides import apply_overrides
+from mdps_ray.core.scores import score_summary
+from mdps_ray.data.manifest import build_manifest
+from mdps_ray.data.records import list_records
+from mdps_ray.method.calibration import Calibration
+from mdps_ray.storage.checkpoints import load_calibration, read_model_meta
+from mdps_ray.storage.results import read_table, table_bytes
+from mdps_ray.storage.runs import RunPaths, committed_runs, read_results
+from mdps_ray.storage.uris import absolute, exists, write_bytes
+
+
+class PhaseClock:
+    """Wall seconds per phase of a run, kept in run.json (``phase_seconds``)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.monotonic()
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.laps[name] = round(now - self._last, 3)
+        self._last = now
+
+
+class RunFailed(RuntimeError):
+    """The run finished but must not be committed (too many bad inputs, missing images)."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_dir: str
+    n_images: int
+    n_errors: int
+    n_scored_now: int
+    metrics: dict[str, Any]
+
+
+def method_config(job: ScoreJobConfig) -> tuple[MdpsConfig, str, Calibration | None]:
+    meta, stored = read_model_meta(job.model, job.storage_options)
+    cfg = apply_overrides(stored, job.method_patch(), source="method")
+    return cfg, meta["weights_digest"], load_calibration(job.model, job.storage_options)
+
+
+def with_absolute_paths(job: ScoreJobConfig) -> ScoreJobConfig:
+    """Local ``model``/``data``/``out`` made absolute, so every ``map_uri`` a row records opens from any
+    directory (``mdps report``/``evaluate`` run elsewhere) and the run id does not depend on the cwd."""
+    return job.model_copy(update={k: absolute(getattr(job, k)) for k in ("model", "data", "out")})
+
+
+def default_run_id(job: ScoreJobConfig, model_digest: str, config_hash: str, dt: str | None) -> str:
+    """Deterministic: the same data, model, config (and nightly date) give the same run id."""
+    key = f"{job.data}|{job.split}|{model_digest}|{config_hash}|{dt or ''}"
+    prefix = f"nightly-{dt}" if job.incremental else "run"
+    return f"{prefix}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def load_or_list_manifest(job: ScoreJobConfig, paths: RunPaths, cfg_hash: str, digest: str) -> pa.Table:
+    """Read the run's manifest (resume) or list the dataset once and write it."""
+    so = job.storage_options
+    if exists(paths.manifest, so):
+        return read_table(paths.manifest, so)
+    table = build_manifest(list_records(job.data, job.layout, job.split, so), so)
+    if job.incremental:
+        table = skip_already_scored(table, job.out, digest, cfg_hash, so)
+    write_bytes(paths.manifest, table_bytes(table), so)
+    return table
+
+
+def skip_already_scored(table: pa.Table, out: str, digest: str, cfg_hash: str, so: dict[str, Any]) -> pa.Table:
+    """The nightly skip: drop images whose (content key, model digest, config hash) a committed run
+    under ``out`` already holds. ``content_key`` is the manifest's (data/manifest.py)."""
+    done: set[str] = set()
+    for run_id in committed_runs(out, so):
+        rows = read_results(RunPaths(out, run_id), so)
+        same = pc.and_(pc.equal(rows.column("model_digest"), digest), pc.equal(rows.column("config_hash"), cfg_hash))
+        done |= set(rows.filter(same).column("content_key").to_pylist())
+    keep = [k not in done for k in table.column("content_key").to_pylist()]
+    return table.filter(pa.array(keep, type=pa.bool_()))
+
+
+def pending_rows(manifest: pa.Table, staged: pa.Table) -> pa.Table:
+    """Manifest rows without a staged row yet (what a resume still has to score)."""
+    done = set(staged.column("image_id").to_pylist())
+    keep = [i not in done for i in manifest.column("image_id").to_pylist()]
+    return manifest.filter(pa.array(keep, type=pa.bool_()))
+
+
+def check_complete(manifest: pa.Table, table: pa.Table, max_error_fraction: float) -> None:
+    expected = set(manifest.column("image_id").to_pylist())
+    got = set(table.column("image_id").to_pylist())
+    if expected - got:
+        raise RunFailed(f"expected a row for each of {len(expected)} inputs, {len(expected - got)} are missing")
+    n_err = int(pc.sum(pc.equal(table.column("status"), "error")).as_py() or 0)
+    if expected and n_err / len(expected) > max_error_fraction:
+        raise RunFailed(f"{n_err} of {len(expected)} inputs could not be scored "
+                        f"({n_err / len(expected):.1%} > max_error_fraction {max_error_fraction:.1%}); see errors/")
+
+
+def score_stats(table: pa.Table) -> dict[str, float]:
+    """The one score summary (core.scores.score_summary) of the run's scored rows."""
+    scores = table.filter(pc.equal(table.column("status"), "ok")).column("score").to_numpy(zero_copy_only=False)
+    return score_summary(torch.from_numpy(np.asarray(scores, dtype=np.float64)))
+
+
+def drift(table: pa.Table, cal: Calibration | None) -> dict[str, float] | None:
+    """Today's score distribution against the calibration's normal scores (a shift in normal units)."""
+    stats = score_stats(table)
+    if cal is None or stats["n"] == 0 or not cal.score_stats:
+        return None
+    ref = cal.score_stats
+    std = ref.get("std") or 1e-12
+    flagged = [v for v in table.column("is_anomalous").to_pylist() if v is not None]
+    return {"mean_shift_in_std": (stats["mean"] - ref["mean"]) / std, "median_today": stats["q50"],
+            "median_calibration": ref.get("q50", float("nan")),
+            "fraction_above_threshold": float(np.mean(flagged)) if flagged else float("nan")}

@@ -1,0 +1,57 @@
+"""The run policy without Ray: run ids, the nightly skip, what is pending, whether a run may commit."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from mdps_ray.config.jobs import ScoreJobConfig
+from mdps_ray.orchestration.score_plan import (
+    RunFailed,
+    check_complete,
+    default_run_id,
+    pending_rows,
+    skip_already_scored,
+)
+from mdps_ray.storage.results import rows_to_table
+from mdps_ray.storage.runs import RunPaths, commit
+from mdps_ray.storage.uris import write_bytes
+
+MANIFEST = pa.table({"image_id": ["a", "b", "c"], "content_key": ["ka", "kb", "kc"]})
+
+
+def _row(image_id: str, key: str, status: str = "ok", digest: str = "m", cfg: str = "h") -> dict:
+    return {"run_id": "r", "image_id": image_id, "category": "c", "content_key": key, "status": status,
+            "model_digest": digest, "config_hash": cfg, "score": 1.0}
+
+
+def test_the_run_id_is_deterministic_and_names_the_night() -> None:
+    job = ScoreJobConfig(model="m", data="d", out="o")
+    assert default_run_id(job, "m", "h", None) == default_run_id(job, "m", "h", None)
+    assert default_run_id(job, "m", "h", None) != default_run_id(job, "m2", "h", None)
+    nightly = job.model_copy(update={"incremental": True})
+    assert default_run_id(nightly, "m", "h", "2026-12-01").startswith("nightly-2026-12-01-")
+
+
+def test_the_nightly_skip_uses_committed_runs_with_the_same_model_and_config() -> None:
+    out = "memory://plan-skip/out"
+    commit(RunPaths(out, "one"), rows_to_table([_row("a", "ka"), _row("b", "kb", digest="other")]))
+    write_bytes(f"{out}/one/_SUCCESS", b"")
+    commit(RunPaths(out, "uncommitted"), rows_to_table([_row("c", "kc")]))  # no _SUCCESS: not trusted
+    left = skip_already_scored(MANIFEST, out, "m", "h", {})
+    assert left.column("image_id").to_pylist() == ["b", "c"]
+
+
+def test_pending_rows_of_a_resume_and_of_an_empty_listing() -> None:
+    staged = rows_to_table([_row("b", "kb")])
+    assert pending_rows(MANIFEST, staged).column("image_id").to_pylist() == ["a", "c"]
+    assert pending_rows(MANIFEST.slice(0, 0), rows_to_table([])).num_rows == 0  # nothing new: an empty filter
+
+
+def test_a_run_commits_only_when_complete_and_within_the_error_fraction() -> None:
+    ok = rows_to_table([_row("a", "ka"), _row("b", "kb"), _row("c", "kc", status="error")])
+    check_complete(MANIFEST, ok, max_error_fraction=0.5)
+    with pytest.raises(RunFailed, match="1 are missing"):
+        check_complete(MANIFEST, ok.slice(0, 2), max_error_fraction=0.5)
+    with pytest.raises(RunFailed, match="could not be scored"):
+        check_complete(MANIFEST, ok, max_error_fraction=0.1)

@@ -1,0 +1,31 @@
+"""Run directories on memory://: staged parts, dedup, commit layout, committed runs."""
+
+from __future__ import annotations
+
+from mdps_ray.storage.results import part_name, rows_to_table, table_bytes
+from mdps_ray.storage.runs import RunPaths, commit, committed_runs, dedup, read_results, staged_rows
+from mdps_ray.storage.uris import join, write_bytes
+
+
+def _rows(*ids: str, status: str = "ok", category: str = "c") -> list[dict]:
+    return [{"run_id": "r", "image_id": i, "category": category, "status": status, "score": 1.0} for i in ids]
+
+
+def test_a_retried_batch_stages_the_same_part_and_resume_keeps_one_row_per_image() -> None:
+    paths = RunPaths("memory://runs-a/out", "r")
+    for ids in (["a", "b"], ["b", "a"], ["c"]):  # the retry of (a, b) lands under the same name
+        write_bytes(join(paths.staging, part_name(ids)), table_bytes(rows_to_table(_rows(*ids))))
+    staged = staged_rows(paths)
+    assert sorted(staged.column("image_id").to_pylist()) == ["a", "b", "c"]
+    doubled = rows_to_table(_rows("a", "a", "b"))
+    assert dedup(doubled).column("image_id").to_pylist() == ["a", "b"]
+
+
+def test_commit_partitions_results_by_category_and_keeps_errors_apart() -> None:
+    paths = RunPaths("memory://runs-b/out", "r")
+    table = rows_to_table(_rows("a", "b") + _rows("x", category="d") + _rows("e", status="error"))
+    commit(paths, table)
+    write_bytes(paths.success, b"")
+    assert committed_runs("memory://runs-b/out") == ["r"]
+    assert sorted(read_results(paths).column("image_id").to_pylist()) == ["a", "b", "x"]
+    assert read_results(paths, errors=True).column("image_id").to_pylist() == ["e"]
