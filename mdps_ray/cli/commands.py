@@ -271,8 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
     calibrate = sub.add_parser("calibrate", help="recompute calibration.json of a model from normal images")
     calibrate.add_argument("--model", required=True, help="model directory URI")
-    calibrate.add_argument("--data", required=True, help="normal images: a category root (its train split's "
-                                                         "held-out part is used) or a folder of normal images")
+    calibrate.add_argument("--data", required=True, help="the normal images the model was trained on (a "
+                                                         "category root or a folder): their held-out part is used, "
+                                                         "as in `mdps train`")
     calibrate.add_argument("--holdout-fraction", type=_fraction, default=0.1, help="held-out fraction (default 0.1)")
     calibrate.add_argument("--target-fpr", type=_fraction, default=0.01, help="image threshold FPR (default 0.01)")
     calibrate.add_argument("--config", help="YAML of method values over the model's stored config "

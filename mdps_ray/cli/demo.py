@@ -60,7 +60,7 @@ def run_demo(config: MdpsConfig, out: Path, data: Path | None, train_seconds: fl
     digest = save_prior(unet, config, model)
     _say(log, f"trained {trainer.step_count} steps in {time.monotonic() - start:.0f} s "
               f"(final loss {sum(trainer.losses[-20:]) / max(1, len(trainer.losses[-20:])):.4f}); model {model}")
-    scorer, _ = build_scorer(unet, config, device)
+    scorer = build_scorer(unet, config, device)
     calibration = calibrate_local(scorer, holdout, batch_size, device, config_hash=config.digest(), model_digest=digest)
     save_calibration(calibration, model)
     _say(log, f"calibrated on {calibration.n_images} held-out normal images")

@@ -1,6 +1,6 @@
 """Named configurations: ``default`` and the 18 released ``paper/<dataset>/<category>`` ones.
 
-The paper presets reproduce the official code (mdps-method.md §6): 256 px, the ≈33 M-parameter
+The paper presets reproduce the official code (docs/method.md §6): 256 px, the ≈33 M-parameter
 UNet and its training recipe, the code's timestep labelling, RePaint-style masked sampling,
 batch-wide guidance norms and map maxima, the transductive mask threshold, the Wide-ResNet-101-2
 feature distance and the softmax top-500 image score. They couple images within a batch of 8

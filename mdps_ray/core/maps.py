@@ -1,4 +1,4 @@
-"""Difference maps between an observation y and its posterior samples x̂ (mdps-method.md §3).
+"""Difference maps between an observation y and its posterior samples x̂ (docs/method.md §3).
 
     i_d = mean_c | N(x̂) − N(y) |                         pixel term, N = ImageNet normalisation
     f_d = Σ_layers up(1 − cos(agg(φ_l(x̂)), agg(φ_l(y))))  feature term (Wide-ResNet form)

@@ -48,7 +48,7 @@ def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar_t: float | torch.
 def ddim_sigma(alpha_bar_t: float, alpha_bar_s: float, eta: float) -> float:
     """σ = η · √[(1 − ᾱ_s)/(1 − ᾱ_t)] · √(1 − ᾱ_t/ᾱ_s)   (DDIM eq. 16).
 
-    With η = 1 this is the official code's c1 (mdps-method.md §1.4 step 5).
+    With η = 1 this is the official code's c1 (docs/method.md §1.4 step 5).
     """
     variance = (1.0 - alpha_bar_s) / (1.0 - alpha_bar_t) * (1.0 - alpha_bar_t / alpha_bar_s)
     return eta * math.sqrt(max(variance, 0.0))

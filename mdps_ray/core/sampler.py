@@ -79,18 +79,25 @@ def sample_posterior(
         x0 samples, (B, C, H, W).
     """
     _check_inputs(y, noise, mask)
+    # 0. x_{T′} = √ᾱ_{T′} y + √(1 − ᾱ_{T′}) z₀. z₀ is kept: "replace" re-noises y with the same draw.
     z0 = noise.randn(y.shape[1:], dtype=y.dtype)
     x = q_sample(y, alpha_bar_at(process.alpha_bars, process.noise_level), z0)
     steps = process.timesteps
     for k, t in enumerate(steps):
+        # 1. the next visited timestep s; s = −1 after the last one, where ᾱ_{−1} = 1 (x_s is x̂0)
         s = steps[k + 1] if k + 1 < len(steps) else -1
         a_t, a_s = alpha_bar_at(process.alpha_bars, t), alpha_bar_at(process.alpha_bars, s)
+        # 2. official code only: unmasked pixels of x_t are replaced by the re-noised observation
         if mask is not None and masked_sampler == "replace":
             x = mask * x + (1.0 - mask) * q_sample(y, a_t, z0)
+        # 3. ε̂ = ε_θ(x_t, t) + √(1 − ᾱ_t) ρ ∇‖y − x̂0‖, one forward with autograd (guidance.py)
         t_batch = torch.full((y.shape[0],), t, device=y.device, dtype=torch.long)
         eps = guided_eps(denoiser, x, t_batch, a_t, y, process.rho, process.guidance_norm)
+        # 4. paper Fig. 1: on unmasked pixels use the ε that makes x̂0 = y exactly
         if mask is not None and masked_sampler == "eps_mix":
             eps = mask * eps + (1.0 - mask) * eps_from_x0(x, y, a_t)
+        # 5. DDIM step with η: σ = 0 on the last step, so no noise is drawn there (the draw order is
+        #    part of the per-image noise stream, so changing it changes every later sample)
         sigma = ddim_sigma(a_t, a_s, process.eta) if s >= 0 else 0.0
         z = noise.randn(y.shape[1:], dtype=y.dtype) if sigma > 0.0 else None
         x = ddim_step(eps, predict_x0(x, eps, a_t), a_s, sigma, z)

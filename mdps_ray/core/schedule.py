@@ -43,7 +43,7 @@ def reverse_timesteps(start_step: int, stride: int, alignment: Alignment) -> lis
 
     - ``"code"``: τ = (T′ − s, T′ − 2s, …, 0) for stride s — the official code's walk of
       ``range(0, T′, s)`` reversed. The first network call is told t = T′ − s although the image
-      carries the noise of T′ (mdps-method.md §1.5), and the last call runs at t = 0.
+      carries the noise of T′ (docs/method.md §1.5), and the last call runs at t = 0.
     - ``"aligned"``: τ = (T′, T′ − s, …) down to the smallest value > 0 — the first call is told
       the true noise level and t = 0 (never seen in training) is not evaluated.
 

@@ -24,7 +24,7 @@ def test_tiny_prior_on_bottle_separates_defects_better_than_chance(bottle_root: 
     cpu = torch.device("cpu")
     train, holdout = split_holdout(list_mvtec(str(bottle_root), "train"), 0.1)
     trainer = train_local(train, cfg, max_steps=10**6, max_seconds=60, device=cpu)
-    scorer, _ = build_scorer(trainer.final_unet(), cfg, cpu)
+    scorer = build_scorer(trainer.final_unet(), cfg, cpu)
     scorer.mask_threshold = calibrate_local(scorer, holdout, 16, cpu).mask_threshold
     test = list_mvtec(str(bottle_root), "test")
     ev = evaluate_local(scorer, test[::2], 16, cpu)  # every other image: 42 of 83, both classes

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import os
 import shutil
 import struct
 import subprocess
@@ -20,6 +22,7 @@ from mdps_ray.cli.commands import main
 from mdps_ray.config.jobs import ScoreJobConfig
 from mdps_ray.data.records import list_mvtec
 from mdps_ray.metrics.reduce import reduce_rows
+from mdps_ray.orchestration.faults import ENV
 from mdps_ray.orchestration.score_pipeline import run_score_job
 from mdps_ray.storage.results import RESULT_SCHEMA
 from mdps_ray.storage.runs import RunPaths, read_results
@@ -79,16 +82,17 @@ def test_one_and_two_actors_give_identical_scores(ray_local, tiny_model: Path, s
     # "two" was reduced by Ray tasks over shards of 4 rows: the same metrics as one pass of the
     # core's reduce over the committed rows (what the driver does for "one")
     rows = read_results(RunPaths(str(tmp_path), "two")).to_pylist()
-    single = reduce_rows(rows, CONFIG.prior.image_size, CONFIG.maps.crop, None, stored_loaders(), shards=1)["overall"]
+    single = reduce_rows(rows, CONFIG.prior.image_size, CONFIG.maps.crop, stored_loaders(), shards=1)["overall"]
     for key in ("image_auroc", "pixel_auroc", "aupro", "f1_max", "ap"):
         assert abs(two.metrics["overall"][key] - single[key]) <= 1e-9, key
 
 
-def test_a_killed_actor_is_replaced_and_every_image_lands_once(ray_local, tiny_model: Path,
-                                                               synthetic_root: Path, tmp_path: Path) -> None:
+def test_a_killed_actor_is_replaced_and_every_image_lands_once(ray_local, tiny_model: Path, synthetic_root: Path,
+                                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     base = dict(model=str(tiny_model), data=str(synthetic_root), out=str(tmp_path), batch_size=2, num_actors=1)
     clean = run_score_job(ScoreJobConfig(**base, run_id="clean"))
-    faulty = run_score_job(ScoreJobConfig(**base, run_id="faulty", faults={"kill_actor_after_batches": 1}))
+    monkeypatch.setenv(ENV, json.dumps({"kill_actor_after_batches": 1}))
+    faulty = run_score_job(ScoreJobConfig(**base, run_id="faulty"))
     assert (tmp_path / "faulty" / "_fault_actor_killed").exists()
     rows = read_results(RunPaths(str(tmp_path), "faulty")).column("image_id").to_pylist()
     assert len(rows) == len(set(rows)) == clean.n_images
@@ -101,8 +105,8 @@ def test_a_killed_driver_resumes_to_the_uninterrupted_result(tiny_model: Path, s
     cmd = [sys.executable, "-m", "mdps_ray.cli.commands", "score", "--model", str(tiny_model),
            "--data", str(synthetic_root),
            "--out", str(tmp_path), "--set", "batch_size=2", "--set", "num_actors=1"]
-    first = subprocess.run([*cmd, "--run-id", "r", "--set", "faults.kill_driver_after_batches=2"],
-                           capture_output=True, text=True, timeout=300)
+    first = subprocess.run([*cmd, "--run-id", "r"], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, ENV: json.dumps({"kill_driver_after_batches": 2})})
     assert first.returncode == -9, first.stderr[-2000:]  # SIGKILL, sent by the fault hook after 2 batches
     staged = list((tmp_path / "r" / "_staging").glob("part-*.parquet"))
     assert len(staged) == 2 and not (tmp_path / "r" / "_SUCCESS").exists()
@@ -190,7 +194,34 @@ def test_nightly_run_scores_only_new_images(ray_local, tiny_model: Path, synthet
     second = run_score_job(ScoreJobConfig(**base, date="2026-11-29"))
     assert second.n_images == 3 and second.n_scored_now == 3
     assert Path(second.run_dir).name.startswith("nightly-2026-11-29")
-    parts = list(Path(second.run_dir).glob("results/category=line1/dt=2026-11-29/*.parquet"))
+    parts = list(Path(second.run_dir).glob("results/line1/2026-11-29/*.parquet"))
     assert len(parts) == 1 and pq.read_table(parts[0]).num_rows == 3
     again = run_score_job(ScoreJobConfig(**base, date="2026-11-29"))
     assert again.run_dir == second.run_dir and again.n_scored_now == 0
+    # night 3: nothing new — an empty, committed run, not an error (the nightly job must stay green)
+    empty = run_score_job(ScoreJobConfig(**base, date="2026-11-30"))
+    assert empty.n_images == 0 and (Path(empty.run_dir) / "_SUCCESS").exists()
+    assert json.loads((Path(empty.run_dir) / "metrics.json").read_text())["overall"]["n_images"] == 0
+
+
+def test_an_empty_folder_or_nothing_new_exits_zero_from_the_cli(ray_local, tiny_model: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    argv = ["score", "--model", str(tiny_model), "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]
+    assert main([*argv, "--incremental", "--set", "date=2026-12-02"]) == 0
+    assert "scored 0 images" in capsys.readouterr().out
+
+
+def test_relative_out_gives_absolute_map_uris_that_open_from_elsewhere(
+    ray_local, tiny_model: Path, synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "here").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    summary = run_score_job(ScoreJobConfig(model=str(tiny_model), data=str(synthetic_root), out="scores"))
+    assert Path(summary.run_dir).is_absolute()
+    rows = read_results(RunPaths(*summary.run_dir.rsplit("/", 1))).to_pylist()
+    assert rows and all(Path(r["map_uri"]).is_absolute() for r in rows)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["evaluate", summary.run_dir]) == 0
+    assert main(["report", summary.run_dir, "--top", "2"]) == 0

@@ -19,7 +19,7 @@ def test_alpha_bars_match_diffusers_and_paper_values() -> None:
     ours = alpha_bars(PriorConfig())
     theirs = build_scheduler(PriorConfig()).alphas_cumprod.double()
     assert torch.allclose(ours, theirs, atol=1e-6)
-    # mdps-method.md §1.5: ᾱ_200 = 0.6564 (noise std 0.586), ᾱ_180 = 0.7096
+    # docs/method.md §1.5: ᾱ_200 = 0.6564 (noise std 0.586), ᾱ_180 = 0.7096
     assert ours[200].item() == pytest.approx(0.6564, abs=1e-4)
     assert ours[180].item() == pytest.approx(0.7096, abs=1e-4)
 
