@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from mdps_ray.config.method import ConfigError, MdpsConfig
-from mdps_ray.config.overrides import apply_overrides, as_patch, deep_merge, validate
+from mdps_ray.config.overrides import M, apply_overrides, as_patch, deep_merge, validate
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, ValueError, RuntimeError)
 
@@ -97,21 +97,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def score_job_config(args: argparse.Namespace) -> Any:
-    """The validated :class:`ScoreJobConfig` from ``mdps score`` / ``jobs/score.py`` arguments."""
-    from mdps_ray.config.jobs import ScoreJobConfig
+def _job_config(cls: type[M], args: argparse.Namespace, keys: tuple[str, ...], extra: dict[str, Any]) -> M:
+    """A job config: the ``--config`` YAML, then the named arguments, then ``--set`` items (job keys
+    set the job; method keys deep-merge into its ``method:`` section), validated once."""
     from mdps_ray.config.overrides import split_overrides
 
     data = _yaml_file(args.config)
-    for key in ("model", "data", "out", "run_id", "split"):
-        if getattr(args, key, None) is not None:
-            data[key] = getattr(args, key)
-    if args.incremental:
-        data["incremental"] = True
+    data.update({k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}, **extra)
     job_sets, method_sets = split_overrides(args.overrides)
     data["method"] = deep_merge(as_patch(data.get("method") or {}), as_patch(method_sets))
-    cfg = validate(ScoreJobConfig, data, source=args.config or "arguments")
-    return apply_overrides(cfg, job_sets)
+    return apply_overrides(validate(cls, data, source=args.config or "arguments"), job_sets)
+
+
+def score_job_config(args: argparse.Namespace) -> Any:
+    """The validated :class:`ScoreJobConfig` from ``mdps score`` / ``jobs/score.py`` arguments."""
+    from mdps_ray.config.jobs import ScoreJobConfig
+
+    return _job_config(ScoreJobConfig, args, ("model", "data", "out", "run_id", "split"),
+                       {"incremental": True} if args.incremental else {})
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -128,16 +131,9 @@ def cmd_score(args: argparse.Namespace) -> int:
 def train_job_config(args: argparse.Namespace) -> Any:
     """The validated :class:`TrainJobConfig` from ``mdps train`` / ``jobs/train.py`` arguments."""
     from mdps_ray.config.jobs import TrainJobConfig
-    from mdps_ray.config.overrides import split_overrides
 
-    data = _yaml_file(args.config)
-    for key in ("data", "out", "categories", "max_minutes", "max_steps", "num_workers", "preset"):
-        if getattr(args, key, None) is not None:
-            data[key] = getattr(args, key)
-    job_sets, method_sets = split_overrides(args.overrides)
-    data["method"] = deep_merge(as_patch(data.get("method") or {}), as_patch(method_sets))
-    cfg = validate(TrainJobConfig, data, source=args.config or "arguments")
-    return apply_overrides(cfg, job_sets)
+    keys = ("data", "out", "categories", "max_minutes", "max_steps", "num_workers", "preset")
+    return _job_config(TrainJobConfig, args, keys, {})
 
 
 def cmd_train(args: argparse.Namespace) -> int:

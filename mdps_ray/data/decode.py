@@ -1,5 +1,10 @@
 """Decoding in Ray Data CPU tasks: kept free of the model stack (no diffusers, no Ray), so the
 short-lived task workers that run these functions start fast and leave the cores to the scorers.
+
+What happens to a bad input: an unreadable, truncated, non-image or oversized (``max_pixels``) file,
+or a missing ground-truth mask, gets its reason in ``decode_error`` here; the score worker turns it
+into a row with ``status="error"`` and that reason, and the run commits unless the error fraction
+passes ``max_error_fraction`` (``orchestration/score_plan.check_complete``: no ``_SUCCESS``, exit 2).
 """
 
 from __future__ import annotations

@@ -34,17 +34,17 @@ from mdps_ray.orchestration.score_plan import (
     PhaseClock,
     RunSummary,
     check_complete,
-    default_run_id,
     drift,
     load_or_list_manifest,
     method_config,
     pending_rows,
+    run_paths,
     score_stats,
     with_absolute_paths,
 )
 from mdps_ray.orchestration.score_worker import ScoringWorker, StageOneRange
-from mdps_ray.storage.runs import RunPaths, commit, staged_rows
-from mdps_ray.storage.uris import exists, join, read_json, remove, write_bytes, write_json
+from mdps_ray.storage.runs import RunPaths, commit, finalize, staged_rows
+from mdps_ray.storage.uris import exists, join, read_json, write_json
 from mdps_ray.workflows import stored_loaders
 
 
@@ -56,13 +56,13 @@ def run_score_job(job: ScoreJobConfig) -> RunSummary:
     cfg, digest, calibration = method_config(job)
     cfg_hash = cfg.digest()
     dt = (job.date or datetime.now(UTC).strftime("%Y-%m-%d")) if job.incremental else job.date
-    paths = RunPaths(job.out, job.run_id or default_run_id(job, digest, cfg_hash, dt))
+    paths, listed = run_paths(job, digest, cfg_hash, dt)
     if exists(paths.success, so):  # committed already: nothing to redo
         record = read_json(paths.run_json, so)
         return RunSummary(paths.root, record["counts"]["rows"], record["counts"]["errors"], 0,
                           read_json(paths.metrics, so))
     clock = PhaseClock()
-    manifest = load_or_list_manifest(job, paths, cfg_hash, digest)
+    manifest = load_or_list_manifest(job, paths, cfg_hash, digest, listed)
     clock.lap("manifest")
     init_ray()
     plan = plan_pool(job.device, job.num_actors, ray.cluster_resources())
@@ -81,12 +81,9 @@ def run_score_job(job: ScoreJobConfig) -> RunSummary:
     metrics = _reduce(table, cfg, calibration, so, job.reduce_shard_rows)
     clock.lap("reduce")
     n_err = int(pc.sum(pc.equal(table.column("status"), "error")).as_py() or 0)
-    write_json(paths.metrics, metrics, so)
     record = _run_record(job, cfg, digest, cfg_hash, calibration, plan, table, n_err, scored,
                          time.monotonic() - start, dt)
-    write_json(paths.run_json, {**record, "phase_seconds": clock.laps}, so)
-    write_bytes(paths.success, b"", so)
-    remove(paths.staging, so)
+    finalize(paths, metrics, {**record, "phase_seconds": clock.laps}, so)
     return RunSummary(paths.root, table.num_rows, n_err, scored, metrics)
 
 

@@ -68,19 +68,50 @@ def with_absolute_paths(job: ScoreJobConfig) -> ScoreJobConfig:
     return job.model_copy(update={k: absolute(getattr(job, k)) for k in ("model", "data", "out")})
 
 
-def default_run_id(job: ScoreJobConfig, model_digest: str, config_hash: str, dt: str | None) -> str:
-    """Deterministic: the same data, model, config (and nightly date) give the same run id."""
-    key = f"{job.data}|{job.split}|{model_digest}|{config_hash}|{dt or ''}"
+def default_run_id(job: ScoreJobConfig, model_digest: str, config_hash: str, dt: str | None,
+                   listing: str = "") -> str:
+    """Deterministic: the same data, model, config (and nightly date) give the same run id.
+
+    A plain run also keys on ``listing`` (:func:`listing_digest` of what the data holds now), so a
+    rerun after images were added, changed or deleted is a new run instead of the old one returned.
+    A nightly run does not: resubmitting the same night returns (or resumes) that night's run.
+    """
+    key = f"{job.data}|{job.split}|{model_digest}|{config_hash}|{dt or ''}|{listing}"
     prefix = f"nightly-{dt}" if job.incremental else "run"
     return f"{prefix}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
-def load_or_list_manifest(job: ScoreJobConfig, paths: RunPaths, cfg_hash: str, digest: str) -> pa.Table:
-    """Read the run's manifest (resume) or list the dataset once and write it."""
+def list_manifest(job: ScoreJobConfig) -> pa.Table:
+    """List the dataset once: every image with its content key (data/manifest.py)."""
+    so = job.storage_options
+    return build_manifest(list_records(job.data, job.layout, job.split, so), so)
+
+
+def listing_digest(manifest: pa.Table) -> str:
+    """A digest of (image id, content key) over a listing, order-free."""
+    lines = sorted(f"{i}\t{k}" for i, k in zip(manifest.column("image_id").to_pylist(),
+                                               manifest.column("content_key").to_pylist(), strict=True))
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+
+def run_paths(job: ScoreJobConfig, model_digest: str, config_hash: str, dt: str | None
+              ) -> tuple[RunPaths, pa.Table | None]:
+    """The run's directory, and the listing when it had to be taken to name the run (to reuse it)."""
+    if job.run_id:
+        return RunPaths(job.out, job.run_id), None
+    if job.incremental:
+        return RunPaths(job.out, default_run_id(job, model_digest, config_hash, dt)), None
+    listed = list_manifest(job)
+    return RunPaths(job.out, default_run_id(job, model_digest, config_hash, dt, listing_digest(listed))), listed
+
+
+def load_or_list_manifest(job: ScoreJobConfig, paths: RunPaths, cfg_hash: str, digest: str,
+                          listed: pa.Table | None = None) -> pa.Table:
+    """Read the run's manifest (resume) or take the listing (``listed``, or list now) and write it."""
     so = job.storage_options
     if exists(paths.manifest, so):
         return read_table(paths.manifest, so)
-    table = build_manifest(list_records(job.data, job.layout, job.split, so), so)
+    table = listed if listed is not None else list_manifest(job)
     if job.incremental:
         table = skip_already_scored(table, job.out, digest, cfg_hash, so)
     write_bytes(paths.manifest, table_bytes(table), so)
@@ -120,7 +151,7 @@ def check_complete(manifest: pa.Table, table: pa.Table, max_error_fraction: floa
 def score_stats(table: pa.Table) -> dict[str, float]:
     """The one score summary (core.scores.score_summary) of the run's scored rows."""
     scores = table.filter(pc.equal(table.column("status"), "ok")).column("score").to_numpy(zero_copy_only=False)
-    return score_summary(torch.from_numpy(np.asarray(scores, dtype=np.float64)))
+    return score_summary(torch.tensor(np.asarray(scores, dtype=np.float64)))
 
 
 def drift(table: pa.Table, cal: Calibration | None) -> dict[str, float] | None:

@@ -1,9 +1,15 @@
-"""The run directory: staging, commit marker, listing of committed runs.
+"""The run directory and how a run is committed.
 
     <out>/<run_id>/run.json  manifest.parquet  results/  errors/  maps/  metrics.json  _SUCCESS
     <out>/<run_id>/_staging/part-*.parquet     (while the run is in progress)
 
-Readers trust a run only once ``_SUCCESS`` exists; it is written last.
+The life of a run, in order:
+  1. stage: each scored batch writes one part under ``_staging/``, named by its image ids
+     (:func:`~mdps_ray.storage.results.part_name`), so a retried batch rewrites the same file;
+  2. resume: :func:`staged_rows` reads every part back, one row per image (:func:`dedup`);
+  3. :func:`commit`: ``results/<category>/[<dt>/]part-00000.parquet`` and ``errors/`` from those rows;
+  4. :func:`finalize`: ``metrics.json``, ``run.json``, then ``_SUCCESS`` last, then ``_staging/`` removed.
+Readers trust a run only once ``_SUCCESS`` exists (:func:`committed_runs`).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mdps_ray.storage.results import RESULT_SCHEMA, check_schema, read_table, table_bytes, upgrade
-from mdps_ray.storage.uris import filesystem, join, list_files, write_bytes
+from mdps_ray.storage.uris import filesystem, join, list_files, remove, write_bytes, write_json
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,15 @@ def commit(paths: RunPaths, table: pa.Table, storage_options: dict[str, Any] | N
             write_bytes(join(paths.results, sub, "part-00000.parquet"), table_bytes(rows), storage_options)
     if bad.num_rows:
         write_bytes(join(paths.errors, "part-00000.parquet"), table_bytes(bad.sort_by("image_id")), storage_options)
+
+
+def finalize(paths: RunPaths, metrics: dict[str, Any], record: dict[str, Any],
+             storage_options: dict[str, Any] | None = None) -> None:
+    """Write metrics.json and run.json, then the ``_SUCCESS`` marker (last), then drop the staging area."""
+    write_json(paths.metrics, metrics, storage_options)
+    write_json(paths.run_json, record, storage_options)
+    write_bytes(paths.success, b"", storage_options)
+    remove(paths.staging, storage_options)
 
 
 def committed_runs(out: str, storage_options: dict[str, Any] | None = None) -> list[str]:

@@ -225,3 +225,19 @@ def test_relative_out_gives_absolute_map_uris_that_open_from_elsewhere(
     monkeypatch.chdir(tmp_path / "elsewhere")
     assert main(["evaluate", summary.run_dir]) == 0
     assert main(["report", summary.run_dir, "--top", "2"]) == 0
+
+
+def test_rerunning_after_the_data_changed_scores_what_is_there_now(ray_local, tiny_model: Path,
+                                                                    synthetic_root: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "line"
+    shutil.copytree(synthetic_root / "train" / "good", folder)
+    base = dict(model=str(tiny_model), data=str(folder), out=str(tmp_path / "o"), batch_size=4)
+    first = run_score_job(ScoreJobConfig(**base))
+    shutil.copy(next(folder.glob("*.png")), folder / "zz-added.png")
+    victim = sorted(folder.glob("*.png"))[0]
+    victim.unlink()
+    second = run_score_job(ScoreJobConfig(**base))
+    assert second.run_dir != first.run_dir and second.n_scored_now == second.n_images == first.n_images
+    ids = set(read_results(RunPaths(*second.run_dir.rsplit("/", 1))).column("image_id").to_pylist())
+    assert "line/zz-added" in ids and f"line/{victim.stem}" not in ids
+    assert run_score_job(ScoreJobConfig(**base)).run_dir == second.run_dir  # unchanged data: the same run

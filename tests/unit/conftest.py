@@ -1,4 +1,4 @@
-"""The unit tier: milliseconds-to-seconds tests that never start Ray (checked when the tier ends)."""
+"""The unit tier: fast tests that never start Ray (each test is checked; the integration tier may)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,13 @@ from collections.abc import Iterator
 import pytest
 
 
-@pytest.fixture(scope="session", autouse=True)
-def no_ray_cluster_started() -> Iterator[None]:
-    yield
+def _ray_running() -> bool:
     ray = sys.modules.get("ray")
-    assert ray is None or not ray.is_initialized(), "a unit test started Ray: move it to tests/integration/"
+    return ray is not None and bool(ray.is_initialized())
+
+
+@pytest.fixture(autouse=True)
+def no_ray_cluster_started() -> Iterator[None]:
+    before = _ray_running()
+    yield
+    assert before or not _ray_running(), "a unit test started Ray: move it to tests/integration/"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pyarrow as pa
 import pytest
 
@@ -11,6 +14,7 @@ from mdps_ray.orchestration.score_plan import (
     check_complete,
     default_run_id,
     pending_rows,
+    run_paths,
     skip_already_scored,
 )
 from mdps_ray.storage.results import rows_to_table
@@ -55,3 +59,20 @@ def test_a_run_commits_only_when_complete_and_within_the_error_fraction() -> Non
         check_complete(MANIFEST, ok.slice(0, 2), max_error_fraction=0.5)
     with pytest.raises(RunFailed, match="could not be scored"):
         check_complete(MANIFEST, ok, max_error_fraction=0.1)
+
+
+def test_a_plain_run_id_follows_what_the_data_holds(synthetic_root: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "line"
+    shutil.copytree(synthetic_root / "train" / "good", folder)
+    job = ScoreJobConfig(model="m", data=str(folder), out=str(tmp_path / "o"))
+    first, listed = run_paths(job, "m", "h", None)
+    assert listed is not None and listed.num_rows == len(list(folder.glob("*.png")))
+    assert run_paths(job, "m", "h", None)[0] == first  # same listing: the same run (resume / committed)
+    shutil.copy(next(folder.glob("*.png")), folder / "added.png")
+    added, _ = run_paths(job, "m", "h", None)
+    (folder / "added.png").unlink()
+    next(folder.glob("*.png")).unlink()
+    deleted, _ = run_paths(job, "m", "h", None)
+    assert len({first.run_id, added.run_id, deleted.run_id}) == 3
+    nightly = job.model_copy(update={"incremental": True})
+    assert run_paths(nightly, "m", "h", "2026-12-01")[1] is None  # a night is named by its date, not its listing

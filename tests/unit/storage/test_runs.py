@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from mdps_ray.storage.results import part_name, rows_to_table, table_bytes
-from mdps_ray.storage.runs import RunPaths, commit, committed_runs, dedup, read_results, staged_rows
-from mdps_ray.storage.uris import join, write_bytes
+from mdps_ray.storage.runs import RunPaths, commit, committed_runs, dedup, finalize, read_results, staged_rows
+from mdps_ray.storage.uris import exists, join, read_json, write_bytes
 
 
 def _rows(*ids: str, status: str = "ok", category: str = "c") -> list[dict]:
@@ -24,8 +24,11 @@ def test_a_retried_batch_stages_the_same_part_and_resume_keeps_one_row_per_image
 def test_commit_partitions_results_by_category_and_keeps_errors_apart() -> None:
     paths = RunPaths("memory://runs-b/out", "r")
     table = rows_to_table(_rows("a", "b") + _rows("x", category="d") + _rows("e", status="error"))
+    write_bytes(join(paths.staging, "part-x.parquet"), table_bytes(table))
     commit(paths, table)
-    write_bytes(paths.success, b"")
+    assert committed_runs("memory://runs-b/out") == []  # results alone are not a committed run
+    finalize(paths, {"overall": {"n_images": 4}}, {"counts": {"rows": 4}})
     assert committed_runs("memory://runs-b/out") == ["r"]
+    assert read_json(paths.metrics)["overall"]["n_images"] == 4 and not exists(paths.staging)
     assert sorted(read_results(paths).column("image_id").to_pylist()) == ["a", "b", "x"]
     assert read_results(paths, errors=True).column("image_id").to_pylist() == ["e"]
