@@ -51,7 +51,16 @@ def _yaml_file(path: str | None) -> dict[str, Any]:
         return {}
     import yaml
 
-    return yaml.safe_load(Path(path).read_text()) or {}
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ConfigError(f"expected a YAML mapping in {path}, got a syntax error{where}: {problem}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"expected a YAML mapping (key: value) in {path}, got a {type(data).__name__}")
+    return data or {}
 
 
 def _config(args: argparse.Namespace) -> MdpsConfig:
@@ -319,6 +328,11 @@ def main(argv: list[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
+    except KeyboardInterrupt:
+        resumable = args.command in ("score", "train")
+        hint = "; rerun the same command to resume from what was staged" if resumable else ""
+        print(f"mdps: interrupted{hint}", file=sys.stderr)
+        return 130
     except USER_ERRORS as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"mdps: error: {message}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """Distributed DDIM training on Ray Train: images streamed from Ray Data, DDP, checkpoints, resume.
 
-Touch points with Ray (the loop itself is :class:`mdps_ray.training.PriorTrainer`):
+Touch points with Ray (the loop itself is :class:`mdps_ray.method.training.PriorTrainer`):
 1. the training images are a Ray Data dataset, decoded and resized in CPU tasks, split per worker;
 2. ``prepare_model`` wraps the UNet in DDP (gloo on CPU, NCCL on GPU);
 3. every K steps rank 0 writes a checkpoint (safetensors + JSON) and all ranks ``report``;
