@@ -8,6 +8,7 @@ Everything here takes tables and storage URIs and is unit-tested without a clust
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -65,7 +66,25 @@ def method_config(job: ScoreJobConfig) -> tuple[MdpsConfig, str, Calibration | N
 def with_absolute_paths(job: ScoreJobConfig) -> ScoreJobConfig:
     """Local ``model``/``data``/``out`` made absolute, so every ``map_uri`` a row records opens from any
     directory (``mdps report``/``evaluate`` run elsewhere) and the run id does not depend on the cwd."""
-    return job.model_copy(update={k: absolute(getattr(job, k)) for k in ("model", "data", "out")})
+    paths = {k: getattr(job, k) for k in ("model", "data", "out")}
+    refuse_relative_in_submitted_job(paths)
+    return job.model_copy(update={k: absolute(v) for k, v in paths.items()})
+
+
+# Set by Ray's job supervisor in the environment of a `ray job submit` entrypoint (Ray 2.60).
+SUBMITTED_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def refuse_relative_in_submitted_job(paths: dict[str, str]) -> None:
+    """A submitted job runs in Ray's temporary copy of ``--working-dir``: a relative path there would
+    write into (or read from) that throw-away folder and still "succeed", so it is refused in one line."""
+    if not os.environ.get(SUBMITTED_JOB_ENV):
+        return
+    relative = {k: v for k, v in paths.items() if v and "://" not in v and not os.path.isabs(v)}
+    if relative:
+        key, value = next(iter(relative.items()))
+        raise ValueError(f"expected an absolute path or a URI for --{key} in a submitted job, got {value!r}: the "
+                         "job runs in Ray's temporary working directory; use s3://… or a shared absolute path")
 
 
 def default_run_id(job: ScoreJobConfig, model_digest: str, config_hash: str, dt: str | None,

@@ -42,6 +42,7 @@ from mdps_ray.method.calibration import Calibration
 from mdps_ray.models.prior import build_unet
 from mdps_ray.orchestration.cluster import init_ray
 from mdps_ray.orchestration.faults import Faults
+from mdps_ray.orchestration.score_plan import refuse_relative_in_submitted_job
 from mdps_ray.orchestration.train_loop import train_func, write_loss_files
 from mdps_ray.storage.checkpoints import save_calibration, save_prior
 from mdps_ray.storage.uris import filesystem, join, read_bytes, write_bytes
@@ -202,6 +203,7 @@ def train_category(job: TrainJobConfig, method: MdpsConfig, root: str, category:
 
 def run_train_job(job: TrainJobConfig) -> list[TrainedModel]:
     """Train every category of the job, one after another."""
+    refuse_relative_in_submitted_job({"data": job.data, "out": job.out})
     method = apply_overrides(preset(job.preset), job.method, source="method")
     if not job.categories:
         return [train_category(job, method, job.data, job.data.rstrip("/").rsplit("/", 1)[-1], join(job.out, "model"))]

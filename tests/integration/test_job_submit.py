@@ -44,6 +44,11 @@ def test_ray_job_submit_scores_from_s3(head: HeadNode, s3, tiny_model: Path,
     assert sum(t.num_rows for t in tables) == len(list_mvtec(str(synthetic_root), "test"))
     assert all(t.schema.remove_metadata().equals(RESULT_SCHEMA.remove_metadata()) for t in tables)
     assert FAKE_SECRET not in proc.stdout + proc.stderr
+    # a relative --out would land in Ray's throw-away copy of the working dir: refused in one line
+    rel = head.submit(["python", "jobs/score.py", "--model", model, "--data", data, "--out", "runs/scores"], REPO)
+    assert rel.returncode != 0
+    wanted = "expected an absolute path or a URI for --out in a submitted job, got 'runs/scores'"
+    assert wanted in rel.stdout + rel.stderr
     logs = [p for p in head.temp_dir.rglob("*") if "/logs/" in str(p) and p.is_file()]
     assert logs  # the job's driver log is among them
     for log in logs:

@@ -10,12 +10,14 @@ import pytest
 
 from mdps_ray.config.jobs import ScoreJobConfig
 from mdps_ray.orchestration.score_plan import (
+    SUBMITTED_JOB_ENV,
     RunFailed,
     check_complete,
     default_run_id,
     pending_rows,
     run_paths,
     skip_already_scored,
+    with_absolute_paths,
 )
 from mdps_ray.storage.results import rows_to_table
 from mdps_ray.storage.runs import RunPaths, commit
@@ -76,3 +78,12 @@ def test_a_plain_run_id_follows_what_the_data_holds(synthetic_root: Path, tmp_pa
     assert len({first.run_id, added.run_id, deleted.run_id}) == 3
     nightly = job.model_copy(update={"incremental": True})
     assert run_paths(nightly, "m", "h", "2026-12-01")[1] is None  # a night is named by its date, not its listing
+
+
+def test_relative_paths_are_refused_only_inside_a_submitted_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    job = ScoreJobConfig(model="/abs/model", data="s3://b/data", out="runs/scores")
+    assert Path(with_absolute_paths(job).out).is_absolute()  # local use: resolved against the cwd
+    monkeypatch.setenv(SUBMITTED_JOB_ENV, "{}")
+    with pytest.raises(ValueError, match="absolute path or a URI for --out in a submitted job"):
+        with_absolute_paths(job)
+    assert with_absolute_paths(job.model_copy(update={"out": "/shared/scores"})).out == "/shared/scores"
