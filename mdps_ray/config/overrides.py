@@ -19,6 +19,8 @@ from pydantic import BaseModel, ValidationError
 from mdps_ray.config.method import ConfigError
 
 METHOD_SECTIONS = ("prior", "train", "sampler", "maps", "score", "runtime")
+# Keys whose values an error message never echoes (storage options carry credentials).
+SECRET_WORDS = ("key", "secret", "token", "password", "credential")
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -105,7 +107,8 @@ def format_validation_error(err: ValidationError, source: str = "config") -> str
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"]) or "<root>"
         got = e.get("input")
-        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+        secret = any(str(p) == "storage_options" or any(s in str(p).lower() for s in SECRET_WORDS) for p in e["loc"])
+        got_text = "" if isinstance(got, dict) else " (value not shown)" if secret else f" (got {got!r})"
         msg = e["msg"].removeprefix("Value error, ").replace("Input should be", "expected")
         if e["type"] == "extra_forbidden":
             msg = "unknown key; check its spelling against `mdps config schema`"

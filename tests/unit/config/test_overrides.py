@@ -87,3 +87,13 @@ def test_stored_configs_without_later_keys_keep_their_behaviour() -> None:
     old = MdpsConfig().model_dump(mode="json")
     del old["maps"]["stage1_weight"]
     assert MdpsConfig.model_validate(upgrade_stored(old)).maps.stage1_weight == 0.0
+
+
+def test_a_malformed_storage_options_error_does_not_echo_the_secret(capsys: pytest.CaptureFixture[str]) -> None:
+    from mdps_ray.cli.commands import main
+
+    secret = "FAKE-SECRET-in-a-string"
+    argv = ["score", "--model", "m", "--data", "d", "--out", "o", "--set", f"storage_options=key:{secret}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "storage_options" in err and secret not in err and "\n" not in err.strip()
