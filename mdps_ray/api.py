@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from diffusers import UNet2DModel
 
-from mdps_ray.config.method import ConfigError, MdpsConfig, method_hash
+from mdps_ray.config.method import ConfigError, MdpsConfig
 from mdps_ray.config.overrides import apply_overrides
 from mdps_ray.data.images import load_images
-from mdps_ray.method.calibration import Calibration, is_anomalous, resolve_mask_threshold
+from mdps_ray.method.calibration import Calibration, is_anomalous, resolve_mask_threshold, stale_calibration
 from mdps_ray.method.scorer import AnomalyScorer, ScoreResult
 from mdps_ray.models.backbones import build_backbone
 from mdps_ray.models.runtime import prepare_unet, unet_denoiser
@@ -92,15 +92,9 @@ class Detector:
         if cfg.prior != loaded.config.prior:
             raise ConfigError("expected no prior.* overrides at scoring time: the prior is fixed by the model")
         cal = loaded.calibration
-        fitted_with = cal.method_hash if cal is not None and check_calibration else ""
-        if fitted_with and fitted_with != method_hash(cfg.prior, cfg.sampler, cfg.maps, cfg.score):
-            warnings.warn(
-                f"expected the sampler/maps/score settings that calibration.json of {model_uri} was fitted with, got "
-                "different ones (a config or overrides): its mask and score thresholds may not fit these maps; "
-                "recalibrate with `mdps calibrate --model … --data …` and the same settings",
-                UserWarning,
-                stacklevel=2,
-            )
+        stale = stale_calibration(cal, cfg, model_uri) if check_calibration else None
+        if stale:
+            warnings.warn(stale, UserWarning, stacklevel=2)
         scorer = build_scorer(loaded.unet, cfg, device, cal, storage_options, transductive_threshold)
         return cls(scorer, cfg, loaded.digest, scorer.backbone_digest, cal, torch.device(device))
 

@@ -9,17 +9,19 @@ unchanged at scoring time: nothing is fitted on the images being scored.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
-from mdps_ray.config.method import MaskConfig, method_hash
+from mdps_ray.config.method import MaskConfig, MdpsConfig, method_hash
 from mdps_ray.core import masking
 from mdps_ray.core.scores import score_summary
 
 CALIBRATION_VERSION = 1
+MIN_CALIBRATION_IMAGES = 3  # fewer held-out normals than this give thresholds from one or two values
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,18 @@ def resolve_mask_threshold(mask: MaskConfig, transductive: float | None, calibra
     return calibrated
 
 
+def stale_calibration(calibration: Calibration | None, config: MdpsConfig, where: str) -> str | None:
+    """The warning to give when ``calibration`` was fitted with other prior/sampler/maps/score settings
+    than ``config`` (runtime knobs do not count); None when it fits, is absent, or predates the hash."""
+    if calibration is None or not calibration.method_hash:
+        return None
+    if calibration.method_hash == method_hash(config.prior, config.sampler, config.maps, config.score):
+        return None
+    return (f"expected the sampler/maps/score settings that calibration.json of {where} was fitted with, got "
+            "different ones (a config or overrides): its mask and score thresholds may not fit these maps; "
+            "recalibrate with `mdps calibrate --model … --data …` and the same settings")
+
+
 def is_anomalous(scores: torch.Tensor, score_threshold: float) -> torch.Tensor:
     """The image decision, (B,) bool: s > the calibrated image threshold (the one place it is taken)."""
     return scores > score_threshold
@@ -105,6 +119,14 @@ def fit_calibration(
         for (y, ids), s1 in zip(batches, stage1, strict=True)
     ]
     all_scores = torch.cat(score_list)
+    if all_scores.numel() < MIN_CALIBRATION_IMAGES:
+        warnings.warn(
+            f"calibrating on {all_scores.numel()} held-out normal image(s): expected at least "
+            f"{MIN_CALIBRATION_IMAGES} for thresholds that generalise; hold out more normals "
+            "(holdout_fraction) or add normal training images",
+            UserWarning,
+            stacklevel=2,
+        )
     return Calibration(
         mask_threshold=mask_threshold,
         score_threshold=float(torch.quantile(all_scores.double(), 1.0 - target_fpr)),

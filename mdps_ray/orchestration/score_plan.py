@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from mdps_ray.config.overrides import apply_overrides
 from mdps_ray.core.scores import score_summary
 from mdps_ray.data.manifest import build_manifest
 from mdps_ray.data.records import list_records
-from mdps_ray.method.calibration import Calibration
+from mdps_ray.method.calibration import Calibration, stale_calibration
 from mdps_ray.storage.checkpoints import load_calibration, read_model_meta
 from mdps_ray.storage.results import read_table, table_bytes
 from mdps_ray.storage.runs import RunPaths, committed_runs, read_results
@@ -60,7 +61,11 @@ class RunSummary:
 def method_config(job: ScoreJobConfig) -> tuple[MdpsConfig, str, Calibration | None]:
     meta, stored = read_model_meta(job.model, job.storage_options)
     cfg = apply_overrides(stored, job.method_patch(), source="method")
-    return cfg, meta["weights_digest"], load_calibration(job.model, job.storage_options)
+    calibration = load_calibration(job.model, job.storage_options)
+    stale = stale_calibration(calibration, cfg, job.model)
+    if stale:  # here, in the driver: the actors' copy of this warning does not reach the terminal
+        warnings.warn(stale, UserWarning, stacklevel=2)
+    return cfg, meta["weights_digest"], calibration
 
 
 def with_absolute_paths(job: ScoreJobConfig) -> ScoreJobConfig:
@@ -163,8 +168,11 @@ def check_complete(manifest: pa.Table, table: pa.Table, max_error_fraction: floa
         raise RunFailed(f"expected a row for each of {len(expected)} inputs, {len(expected - got)} are missing")
     n_err = int(pc.sum(pc.equal(table.column("status"), "error")).as_py() or 0)
     if expected and n_err / len(expected) > max_error_fraction:
+        bad = table.filter(pc.equal(table.column("status"), "error")).slice(0, 1).to_pylist()[0]
         raise RunFailed(f"{n_err} of {len(expected)} inputs could not be scored "
-                        f"({n_err / len(expected):.1%} > max_error_fraction {max_error_fraction:.1%}); see errors/")
+                        f"({n_err / len(expected):.1%} > max_error_fraction {max_error_fraction:.1%}), e.g. "
+                        f"{bad['image_id']}: {bad['error']}; nothing was committed (the error rows are staged "
+                        "under the run's _staging/; fix the inputs or raise max_error_fraction and rerun)")
 
 
 def score_stats(table: pa.Table) -> dict[str, float]:

@@ -37,7 +37,8 @@ class ScoringWorker:
         self.dt = dt
         self.so = self.job.storage_options
         self.detector = Detector.load(self.job.model, device=device, storage_options=self.so,
-                                      overrides=self.job.method_patch(), transductive_threshold=mask_threshold)
+                                      overrides=self.job.method_patch(), transductive_threshold=mask_threshold,
+                                      check_calibration=False)  # the driver warned already
         self.config = self.detector.config
         self.config_hash = self.config.digest()
         self.batches = 0

@@ -26,7 +26,7 @@ from mdps_ray.config.method import MdpsConfig, upgrade_stored
 from mdps_ray.config.overrides import validate
 from mdps_ray.method.calibration import Calibration
 from mdps_ray.models.prior import build_scheduler, weights_digest
-from mdps_ray.storage.uris import filesystem, join, read_bytes, write_bytes
+from mdps_ray.storage.uris import exists, filesystem, join, read_bytes, write_bytes
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
@@ -68,9 +68,11 @@ def read_model_meta(uri: str, storage_options: dict[str, Any] | None = None) -> 
     try:
         raw = read_bytes(join(uri, "mdps.json"), storage_options)
     except FileNotFoundError:
-        raise CheckpointError(
-            f"expected a model directory with mdps.json at {uri}, found none; give the --out of `mdps train`"
-        ) from None
+        inner = join(uri, "model")
+        hint = (f"did you mean {inner} (`mdps train --out X` writes the model to X/model)?"
+                if exists(join(inner, "mdps.json"), storage_options) else
+                "give <out>/model of `mdps train` (or <out>/<category>/model with --categories)")
+        raise CheckpointError(f"expected a model directory with mdps.json at {uri}, found none; {hint}") from None
     meta = json.loads(raw)
     return meta, validate(MdpsConfig, upgrade_stored(meta["config"]), source=f"{uri}/mdps.json")
 

@@ -42,3 +42,9 @@ def test_an_older_calibration_file_reads_with_the_current_keys() -> None:
     cal = Calibration(0.1, 0.2, 0.995, 0.01, 4, {"mean": 1.0, "std": 0.5, "q50": 1.0}).to_json()
     cal["score_stats"] = {"mean": 1.0, "std": 0.5, "q500": 0.9, "q900": 1.5, "q990": 2.0}
     assert Calibration.from_json(cal).score_stats == {"mean": 1.0, "std": 0.5, "q50": 0.9, "q90": 1.5, "q99": 2.0}
+
+
+def test_calibrating_on_too_few_normals_warns(tiny_unet: torch.nn.Module, images16: torch.Tensor) -> None:
+    scorer = make_scorer(tiny_unet, tiny_sampler(mask=MaskConfig(mode="calibrated")))
+    with pytest.warns(UserWarning, match="calibrating on 1 held-out normal image"):
+        fit_calibration(scorer, [(images16[:1], ["a"])], target_fpr=0.25)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,6 +15,7 @@ from mdps_ray.orchestration.score_plan import (
     RunFailed,
     check_complete,
     default_run_id,
+    method_config,
     pending_rows,
     run_paths,
     skip_already_scored,
@@ -87,3 +89,21 @@ def test_relative_paths_are_refused_only_inside_a_submitted_job(monkeypatch: pyt
     with pytest.raises(ValueError, match="absolute path or a URI for --out in a submitted job"):
         with_absolute_paths(job)
     assert with_absolute_paths(job.model_copy(update={"out": "/shared/scores"})).out == "/shared/scores"
+
+
+def test_a_refused_run_names_an_example_and_where_the_error_rows_are() -> None:
+    rows = rows_to_table([_row("a", "ka"), {**_row("b", "kb", status="error"), "error": "input not found: b.png"}])
+    with pytest.raises(RunFailed, match=r"e\.g\. b: input not found: b\.png; nothing was committed .*_staging/"):
+        check_complete(MANIFEST.slice(0, 2), rows, max_error_fraction=0.1)
+
+
+def test_the_driver_warns_when_overrides_do_not_fit_the_calibration(tiny_model: Path) -> None:
+    job = ScoreJobConfig(model=str(tiny_model), data="d", out="o")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        method_config(job)  # the stored settings: no warning
+    with pytest.warns(UserWarning, match="calibration.json of .* was fitted with"):
+        method_config(job.model_copy(update={"method": {"maps": {"stage1_weight": 0.5}}}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        method_config(job.model_copy(update={"method": {"runtime.channels_last": False}}))  # speed knobs only

@@ -11,7 +11,7 @@ import torch
 from mdps_ray.config.method import MdpsConfig
 from mdps_ray.config.presets import PAPER_PRIOR
 from mdps_ray.models.prior import build_unet, count_parameters, weights_digest
-from mdps_ray.storage.checkpoints import CheckpointError, load_prior, save_prior
+from mdps_ray.storage.checkpoints import CheckpointError, load_prior, read_model_meta, save_prior
 from tests.helpers.models import TINY_PRIOR
 
 TINY = MdpsConfig(prior=TINY_PRIOR)
@@ -59,3 +59,12 @@ def test_tampered_weights_fail_the_digest_check(tiny_unet: torch.nn.Module) -> N
 def test_missing_model_directory_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="expected a model directory with unet/"):
         load_prior(str(tmp_path / "nothing"))
+
+
+def test_a_train_out_folder_given_as_the_model_gets_the_right_hint(tmp_path: Path) -> None:
+    (tmp_path / "runs" / "bottle" / "model").mkdir(parents=True)
+    (tmp_path / "runs" / "bottle" / "model" / "mdps.json").write_text("{}")
+    with pytest.raises(CheckpointError, match=r"did you mean .*runs/bottle/model"):
+        read_model_meta(str(tmp_path / "runs" / "bottle"))
+    with pytest.raises(CheckpointError, match="give <out>/model of `mdps train`"):
+        read_model_meta(str(tmp_path / "nothing"))
