@@ -137,6 +137,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     summary = run_score_job(score_job_config(args))
     print(metrics_table(summary.metrics))
     print(f"scored {summary.n_images} images ({summary.n_errors} errors, {summary.n_scored_now} this attempt)")
+    print(f"next: `mdps report {summary.run_dir}` writes report.html; `mdps runs {summary.run_dir.rsplit('/', 1)[0]}`"
+          " lists the committed runs; the rows are Parquet under results/")
     print(summary.run_dir)
     return 0
 
@@ -157,6 +159,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     rows = [[m.category, m.steps, round(m.seconds), m.final_loss,
              None if m.calibration is None else m.calibration.score_threshold, m.model_uri] for m in trained]
     print(format_table(["category", "steps", "seconds", "final loss", "image threshold", "model"], rows))
+    print(f"next: `mdps score --model {trained[0].model_uri} --data <images> --out <prefix>`" if trained else
+          "no category was trained")
     for m in trained:
         print(m.model_uri)
     return 0

@@ -209,7 +209,8 @@ def test_an_empty_folder_or_nothing_new_exits_zero_from_the_cli(ray_local, tiny_
     (tmp_path / "empty").mkdir()
     argv = ["score", "--model", str(tiny_model), "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]
     assert main([*argv, "--incremental", "--set", "date=2026-12-02"]) == 0
-    assert "scored 0 images" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "scored 0 images" in out and "next: `mdps report " in out
 
 
 def test_relative_out_gives_absolute_map_uris_that_open_from_elsewhere(
