@@ -21,12 +21,15 @@ class ScoreJobConfig(_Frozen):
     model: str = Field(description="Model directory URI (unet/, mdps.json, calibration.json).")
     data: str = Field(description="Dataset URI: MVTec/BTAD root, a folder of images, or a manifest file.")
     out: str = Field(description="Output prefix; the run writes under <out>/<run_id>/.")
-    run_id: str | None = Field(None, description="Run id; default: derived from data, model and config.")
+    run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                               description="Run id (letters, digits, ._-); default: derived from data, model and "
+                                           "config.")
     split: str = Field("test", description="Split folder for MVTec/BTAD layouts.")
     layout: Literal["auto", "mvtec", "folder", "manifest"] = Field("auto", description="Dataset layout.")
     incremental: bool = Field(False, description="Score only images not yet scored under <out> (nightly).")
-    date: str | None = Field(None, description="dt of a nightly run (YYYY-MM-DD; results/<category>/<dt>/); "
-                                 "default today (UTC).")
+    date: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}$",
+                             description="dt of a nightly run (YYYY-MM-DD; results/<category>/<dt>/); "
+                             "default today (UTC).")
     batch_size: int = Field(8, ge=1, description="Images per scoring call of an actor.")
     num_actors: int | None = Field(None, ge=1, description="Scoring actors; default: GPUs, else what CPUs allow.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Actor device; auto = cuda when GPUs exist.")

@@ -14,6 +14,8 @@ Readers trust a run only once ``_SUCCESS`` exists (:func:`committed_runs`).
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,11 +49,28 @@ class RunPaths:
     errors = property(lambda self: self._file("errors"))
 
     def map_uri(self, image_id: str) -> str:
-        return join(self.root, "maps", f"{image_id}.npy")
+        return join(self.root, "maps", f"{object_key(image_id)}.npy")
 
     def recon_uri(self, image_id: str) -> str:
         """The mean posterior sample of an image, as 8-bit PNG (for reports)."""
-        return join(self.root, "recons", f"{image_id}.png")
+        return join(self.root, "recons", f"{object_key(image_id)}.png")
+
+
+_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def object_key(name: str) -> str:
+    """One path segment for a name that comes from the data (an image id, a category).
+
+    A plain name (letters, digits, ``._-``, no ``..``) is kept as it is; anything else (separators,
+    ``..``, absolute paths, spaces, unicode) becomes a readable stem plus ``~`` and a hash of the whole
+    name. So no name can leave its folder, and two different names never share a key (plain keys have
+    no ``~``; hashed keys differ by their hash).
+    """
+    if _SAFE.fullmatch(name) and ".." not in name:
+        return name
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:60]
+    return f"{stem}~{hashlib.sha256(name.encode()).hexdigest()[:20]}"
 
 
 def staged_rows(paths: RunPaths, storage_options: dict[str, Any] | None = None) -> pa.Table:
@@ -84,7 +103,7 @@ def commit(paths: RunPaths, table: pa.Table, storage_options: dict[str, Any] | N
             rows = part.filter(pc.is_null(part.column("dt")) if dt is None else pc.equal(part.column("dt"), dt))
             # Plain folder names, not hive ``key=value``: category and dt are columns of every file, and a
             # hive folder of the same name makes pandas/pyarrow refuse the dataset (two sources of one column).
-            sub = category + ("" if dt is None else f"/{dt}")
+            sub = object_key(category) + ("" if dt is None else f"/{object_key(dt)}")
             rows = rows.sort_by("image_id")
             write_bytes(join(paths.results, sub, "part-00000.parquet"), table_bytes(rows), storage_options)
     if bad.num_rows:

@@ -97,3 +97,12 @@ def test_a_malformed_storage_options_error_does_not_echo_the_secret(capsys: pyte
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "storage_options" in err and secret not in err and "\n" not in err.strip()
+
+
+def test_run_ids_and_dates_that_would_become_paths_are_checked() -> None:
+    from mdps_ray.cli.commands import score_job_config
+
+    for bad in ("date=../../x", "date=2026-12-02/../..", "run_id=../x", "run_id=a/b"):
+        args = build_parser().parse_args(["score", "--model", "m", "--data", "d", "--out", "o", "--set", bad])
+        with pytest.raises(ValueError, match="should match pattern"):
+            score_job_config(args)

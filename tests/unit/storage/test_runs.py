@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mdps_ray.storage.results import part_name, rows_to_table, table_bytes
-from mdps_ray.storage.runs import RunPaths, commit, committed_runs, dedup, finalize, read_results, staged_rows
+from mdps_ray.storage.runs import (
+    RunPaths,
+    commit,
+    committed_runs,
+    dedup,
+    finalize,
+    object_key,
+    read_results,
+    staged_rows,
+)
 from mdps_ray.storage.uris import exists, join, read_json, write_bytes
 
 
@@ -32,3 +43,20 @@ def test_commit_partitions_results_by_category_and_keeps_errors_apart() -> None:
     assert read_json(paths.metrics)["overall"]["n_images"] == 4 and not exists(paths.staging)
     assert sorted(read_results(paths).column("image_id").to_pylist()) == ["a", "b", "x"]
     assert read_results(paths, errors=True).column("image_id").to_pylist() == ["e"]
+
+
+def test_names_from_the_data_cannot_leave_their_folder_or_collide(tmp_path: Path) -> None:
+    paths = RunPaths(str(tmp_path / "out"), "r")
+    hostile = ["../../../x", "/etc/passwd", "a/b", "a//b", "a/./b", "..", "a b", "ü", "a~b", "x" * 300]
+    keys = [object_key(n) for n in hostile]
+    assert len(set(keys)) == len(keys)
+    for name, key in zip(hostile, keys, strict=True):
+        assert ("/" not in key and key not in ("", ".", "..") and ".." not in key.split("~")[0]) or "~" in key
+        target = Path(paths.map_uri(name)).resolve()
+        assert target.parent == (tmp_path / "out" / "r" / "maps").resolve(), name
+    assert object_key("bottle") == "bottle" and object_key("good_000.png") == "good_000.png"
+    table = rows_to_table(_rows("a", category="../../../escape"))
+    commit(paths, table)
+    written = [p for p in (tmp_path / "out").rglob("*.parquet")]
+    assert written and all((tmp_path / "out" / "r" / "results") in p.parents for p in written)
+    assert read_results(paths).column("category").to_pylist() == ["../../../escape"]  # the row keeps the name
