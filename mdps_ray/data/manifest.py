@@ -8,6 +8,7 @@ runs can skip images already scored with the same model and configuration.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from typing import Any
 
 import pyarrow as pa
@@ -35,7 +36,7 @@ def build_manifest(records: list[ImageRecord], storage_options: dict[str, Any] |
     """Stat every object once and return the manifest table (sorted by image id)."""
     ids = [r.image_id for r in records]
     if len(set(ids)) != len(ids):
-        dup = sorted({i for i in ids if ids.count(i) > 1})[:3]
+        dup = sorted(i for i, n in Counter(ids).items() if n > 1)[:3]  # linear: 10⁵ ids in milliseconds
         raise ValueError(f"expected unique image ids, got duplicates such as {dup}")
     rows = []
     for r in sorted(records, key=lambda r: r.image_id):

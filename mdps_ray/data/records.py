@@ -127,6 +127,9 @@ def read_manifest_file(uri: str, storage_options: dict[str, Any] | None = None) 
         category = str(row.get("category") or "default")
         stem = PurePosixPath(str(row["uri"]).split("://", 1)[-1]).with_suffix("").as_posix().strip("/")
         label = row.get("label")
+        if label not in (None, 0, 1):
+            raise ValueError(f"expected labels 0 (normal), 1 (anomalous) or empty in the manifest {uri}, got "
+                             f"{label!r} for {row['uri']}; fix the manifest before scoring")
         out.append(ImageRecord(str(row["uri"]), str(row.get("image_id") or stem), category, "", "",
                                None if label is None else int(label), row.get("mask_uri") or None))
     return out
