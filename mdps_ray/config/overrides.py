@@ -52,9 +52,11 @@ def as_patch(overrides: Sequence[str] | Mapping[str, Any]) -> dict[str, Any]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"expected {part!r} to be a section in override {key!r}, got a value")
-        nested = as_patch(value) if isinstance(value, Mapping) else value
-        node[leaf] = deep_merge(node[leaf], nested) if isinstance(node.get(leaf), dict) and isinstance(
-            nested, dict) else nested
+        if isinstance(value, Mapping):  # a nested section: merge with what dotted keys already put there
+            base = node.get(leaf)
+            node[leaf] = deep_merge(base if isinstance(base, dict) else {}, as_patch(value))
+        else:
+            node[leaf] = value
     return patch
 
 

@@ -160,6 +160,7 @@ def _reduce(table: pa.Table, cfg: MdpsConfig, calibration: Calibration | None, s
 def _run_record(job: ScoreJobConfig, cfg: MdpsConfig, digest: str, cfg_hash: str, cal: Calibration | None,
                 plan: PoolPlan, table: pa.Table, n_err: int, scored: int, seconds: float, dt: str | None
                 ) -> dict[str, Any]:
+    stats = score_stats(table)
     backbones = sorted({v for v in table.column("backbone_digest").to_pylist() if v})
     return {
         "mdps_ray_version": __version__, "torch": torch.__version__, "ray": ray.__version__,
@@ -168,7 +169,7 @@ def _run_record(job: ScoreJobConfig, cfg: MdpsConfig, digest: str, cfg_hash: str
         "backbone_digest": backbones[0] if backbones else None, "calibration": None if cal is None else cal.to_json(),
         "pool": plan.__dict__, "counts": {"rows": table.num_rows, "errors": n_err, "scored_this_attempt": scored},
         "seconds": seconds, "dt": dt, "finished_at": datetime.now(UTC).isoformat(),
-        "score_stats": score_stats(table), "drift": drift(table, cal),
+        "score_stats": stats, "drift": drift(table, stats, cal),
     }
 
 

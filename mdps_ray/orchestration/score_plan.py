@@ -181,9 +181,9 @@ def score_stats(table: pa.Table) -> dict[str, float]:
     return score_summary(torch.tensor(np.asarray(scores, dtype=np.float64)))
 
 
-def drift(table: pa.Table, cal: Calibration | None) -> dict[str, float] | None:
-    """Today's score distribution against the calibration's normal scores (a shift in normal units)."""
-    stats = score_stats(table)
+def drift(table: pa.Table, stats: dict[str, float], cal: Calibration | None) -> dict[str, float] | None:
+    """Today's score distribution (``stats``, :func:`score_stats` of ``table``) against the calibration's
+    normal scores (a shift in normal units)."""
     if cal is None or stats["n"] == 0 or not cal.score_stats:
         return None
     ref = cal.score_stats

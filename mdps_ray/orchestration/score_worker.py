@@ -18,6 +18,7 @@ from mdps_ray.config.jobs import ScoreJobConfig
 from mdps_ray.data.decode import Batch
 from mdps_ray.data.images import encode_png
 from mdps_ray.method.calibration import is_anomalous
+from mdps_ray.method.scorer import ScoreResult
 from mdps_ray.orchestration.faults import Faults, after_staged_batch
 from mdps_ray.storage.results import part_name, rows_to_table, save_map, table_bytes, text_or_none
 from mdps_ray.storage.runs import RunPaths
@@ -52,9 +53,9 @@ class ScoringWorker:
         if ok:
             ids = [str(batch["image_id"][i]) for i in ok]
             y = torch.from_numpy(np.stack([batch["pixels"][i] for i in ok])).to(self.detector.device)
-            result = self.detector.scorer.score(y, ids)
+            host = self._to_host(self.detector.scorer.score(y, ids))
             seconds = (time.monotonic() - start) / len(ok)
-            rows += [self._ok_row(batch, i, k, result, seconds) for k, i in enumerate(ok)]
+            rows += [self._ok_row(batch, i, k, host, seconds) for k, i in enumerate(ok)]
         write_bytes(join(self.paths.staging, part_name([str(x) for x in batch["image_id"]])),
                     table_bytes(rows_to_table(rows)), self.so)
         self.batches += 1
@@ -79,23 +80,35 @@ class ScoringWorker:
     def _error_row(self, batch: Batch, i: int) -> dict[str, Any]:
         return {**self._base_row(batch, i), "status": "error", "error": str(batch["decode_error"][i])}
 
-    def _ok_row(self, batch: Batch, i: int, k: int, result: Any, seconds: float) -> dict[str, Any]:
+    def _to_host(self, result: ScoreResult) -> dict[str, Any]:
+        """The batch's outputs on the host in one copy each (not one device sync per image and field)."""
+        cal = self.detector.calibration
+        scores = result.score.detach().double().cpu()
+        return {
+            "score": scores.numpy(),
+            "is_anomalous": None if cal is None else is_anomalous(scores, cal.score_threshold).numpy(),
+            "map": result.anomaly_map[:, 0].detach().float().cpu().numpy(),
+            "recon": result.reconstruction.detach().float().cpu(),
+            "area": None if result.mask is None else result.mask.float().mean(dim=(1, 2, 3)).cpu().numpy(),
+        }
+
+    def _ok_row(self, batch: Batch, i: int, k: int, host: dict[str, Any], seconds: float) -> dict[str, Any]:
         row = self._base_row(batch, i)
-        amap = result.anomaly_map[k, 0].float().cpu().numpy()
+        amap = host["map"][k]
         map_uri = None
         if self.job.write_maps:
             map_uri = self.paths.map_uri(row["image_id"])
             save_map(amap, map_uri, self.so)
-            write_bytes(self.paths.recon_uri(row["image_id"]), encode_png(result.reconstruction[k]), self.so)
-        cal = self.detector.calibration
-        mask = result.mask
+            write_bytes(self.paths.recon_uri(row["image_id"]), encode_png(host["recon"][k]), self.so)
+        flags, area = host["is_anomalous"], host["area"]
         return {
-            **row, "status": "ok", "error": None, "score": float(result.score[k]),
-            "is_anomalous": None if cal is None else bool(is_anomalous(result.score[k], cal.score_threshold)),
+            **row, "status": "ok", "error": None, "score": float(host["score"][k]),
+            "is_anomalous": None if flags is None else bool(flags[k]),
             "map_uri": map_uri, "map_max": float(amap.max()), "map_mean": float(amap.mean()),
-            "anomalous_area_fraction": None if mask is None else float(mask[k].float().mean()),
+            "anomalous_area_fraction": None if area is None else float(area[k]),
             "seconds": seconds,
         }
+
 
 class StageOneRange:
     """Transductive pass 1: the min and max of each batch's stage-1 maps."""
