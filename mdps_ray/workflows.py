@@ -56,11 +56,13 @@ def calibrate_local(
     config_hash: str = "",
     model_digest: str = "",
     storage_options: dict[str, Any] | None = None,
+    on_images: Callable[[int], None] | None = None,
 ) -> Calibration:
-    """Fit the thresholds on held-out normal images (read through ``storage_options``)."""
+    """Fit the thresholds on held-out normal images (read through ``storage_options``); ``on_images``
+    is :func:`fit_calibration`'s progress hook."""
     size = scorer.prior.image_size
     batches = [(y.to(device), ids) for y, ids, _ in iter_batches(records, size, batch_size, storage_options)]
-    return fit_calibration(scorer, batches, target_fpr, config_hash, model_digest)
+    return fit_calibration(scorer, batches, target_fpr, config_hash, model_digest, on_images)
 
 
 @dataclass(frozen=True)

@@ -181,7 +181,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                                   "several with --categories")
     p.add_argument("--out", help="output URI: the model goes to <out>/model (or <out>/<category>/model)")
     p.add_argument("--categories", nargs="+", help="sub-folders of --data to train, one prior each")
-    p.add_argument("--max-minutes", dest="max_minutes", type=float, help="wall-clock training budget per category")
+    p.add_argument("--max-minutes", dest="max_minutes", type=float,
+                   help="wall-clock budget per category from its start (listing, Ray start, training); "
+                        "calibration on the held-out images follows, with its own progress bar")
     p.add_argument("--max-steps", dest="max_steps", type=int, help="optimiser steps per category (default 2000)")
     p.add_argument("--num-workers", dest="num_workers", type=int, help="data-parallel workers (default 1)")
     p.add_argument("--preset", help="method preset (default: default)")

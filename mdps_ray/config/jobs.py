@@ -77,7 +77,9 @@ class TrainJobConfig(_Frozen):
     preset: str = Field("default", description="Method preset the overrides apply to.")
     method: dict[str, Any] = Field(default_factory=dict, description="Method overrides: nested sections or "
                                    "dotted keys, deep-merged into the model's stored config.")
-    max_minutes: float | None = Field(None, gt=0, description="Wall-clock training budget per category.")
+    max_minutes: float | None = Field(
+        None, gt=0, description="Wall-clock budget per category, counted from the category's start (listing, "
+                                "checks, Ray start, training); the calibration that follows is not in it.")
     max_steps: int = Field(2000, ge=1, description="Optimiser steps per category.")
     num_workers: int = Field(1, ge=1, description="Data-parallel workers (DDP; gloo on CPU, NCCL on GPU).")
     use_gpu: bool = Field(False, description="One GPU per worker.")

@@ -10,9 +10,9 @@ unchanged at scoring time: nothing is fitted on the images being scored.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -22,6 +22,7 @@ from mdps_ray.core.scores import score_summary
 
 CALIBRATION_VERSION = 1
 MIN_CALIBRATION_IMAGES = 3  # fewer held-out normals than this give thresholds from one or two values
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -89,18 +90,26 @@ def is_anomalous(scores: torch.Tensor, score_threshold: float) -> torch.Tensor:
 _OLD_SUMMARY_KEYS = {"q500": "q50", "q900": "q90", "q990": "q99"}
 
 
+def _ticked(value: T, tick: Callable[[int], None], k: int) -> T:
+    tick(k)
+    return value
+
+
 def fit_calibration(
     scorer: Any,
     batches: Iterable[tuple[torch.Tensor, list[str]]],
     target_fpr: float = 0.01,
     config_hash: str = "",
     model_digest: str = "",
+    on_images: Callable[[int], None] | None = None,
 ) -> Calibration:
     """Fit both thresholds on batches of normal images (y in [−1, 1], ids).
 
     Stage 1 runs once per batch; the mask threshold is fitted on all stage-1 maps, then the same
-    stage-1 maps give each image's mask for the full scoring pass.
+    stage-1 maps give each image's mask for the full scoring pass. ``on_images(k)`` is called after
+    each pass over a batch of k images (a progress hook: 2 passes per image with a mask, else 1).
     """
+    tick = on_images or (lambda k: None)
     if not 0.0 < target_fpr < 1.0:
         raise ValueError(f"expected 0 < target_fpr < 1, got {target_fpr}")
     batches = list(batches)
@@ -110,12 +119,12 @@ def fit_calibration(
     mask_threshold = None
     stage1: list[torch.Tensor | None] = [None] * len(batches)
     if mask_cfg.mode != "none":
-        stage1 = [scorer.stage1(y, ids) for y, ids in batches]
+        stage1 = [_ticked(scorer.stage1(y, ids), tick, len(ids)) for y, ids in batches]
         values = torch.cat([m.flatten() for m in stage1 if m is not None])
         mask_threshold = masking.quantile_threshold(values, mask_cfg.quantile)
     masked_with = resolve_mask_threshold(mask_cfg, None, mask_threshold)  # an explicit threshold still wins
     score_list = [
-        scorer.score(y, ids, mask_threshold=masked_with, stage1_map=s1).score
+        _ticked(scorer.score(y, ids, mask_threshold=masked_with, stage1_map=s1).score, tick, len(ids))
         for (y, ids), s1 in zip(batches, stage1, strict=True)
     ]
     all_scores = torch.cat(score_list)

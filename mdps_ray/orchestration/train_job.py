@@ -42,10 +42,11 @@ from mdps_ray.method.calibration import Calibration
 from mdps_ray.models.prior import build_unet
 from mdps_ray.orchestration.cluster import init_ray
 from mdps_ray.orchestration.faults import Faults
+from mdps_ray.orchestration.progress import progress_bar
 from mdps_ray.orchestration.score_plan import refuse_relative_in_submitted_job
 from mdps_ray.orchestration.train_loop import train_func, write_loss_files
 from mdps_ray.storage.checkpoints import save_calibration, save_prior
-from mdps_ray.storage.uris import filesystem, join, read_bytes, write_bytes
+from mdps_ray.storage.uris import filesystem, join, probe_writable, read_bytes, write_bytes
 from mdps_ray.workflows import calibrate_local
 
 
@@ -88,11 +89,8 @@ def _check_images(records: list[ImageRecord], so: dict[str, Any], where: str) ->
 
 
 def _check_writable(uri: str, so: dict[str, Any]) -> None:
-    probe = join(uri, ".mdps_write_probe")
     try:
-        write_bytes(probe, b"ok", so)
-        fs, path = filesystem(probe, so)
-        fs.rm(path)
+        probe_writable(uri, so)
     except Exception as err:
         raise TrainInputError(f"expected a writable output location {uri}, got {type(err).__name__}: {err}") from None
 
@@ -116,7 +114,8 @@ def _storage(job: TrainJobConfig) -> tuple[str, pafs.FileSystem | None]:
     return path, pafs.PyFileSystem(pafs.FSSpecHandler(fs))
 
 
-def _trainer(job: TrainJobConfig, method: MdpsConfig, train: list[ImageRecord], run_name: str) -> TorchTrainer:
+def _trainer(job: TrainJobConfig, method: MdpsConfig, train: list[ImageRecord], run_name: str,
+             deadline: float | None) -> TorchTrainer:
     table = pa.table({"uri": [r.uri for r in train], "key": list(range(len(train)))})
     step = max(1, -(-table.num_rows // max(2, 2 * job.num_workers)))
     ds = ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)]).map_batches(
@@ -130,6 +129,7 @@ def _trainer(job: TrainJobConfig, method: MdpsConfig, train: list[ImageRecord], 
         train_loop_config={
             "method": method.model_dump(mode="json"), "max_steps": job.max_steps,
             "max_seconds": None if job.max_minutes is None else job.max_minutes * 60,
+            "deadline": deadline,
             "checkpoint_every": job.checkpoint_every, "faults": Faults.from_env().as_dict(),
             "kill_marker": str(Path(tempfile.gettempdir()) / f"mdps-kill-{run_name}-{_short_hash(job.out)}"),
             "storage_uri": join(job.out, "_train", run_name) if storage_fs else str(Path(storage_path) / run_name),
@@ -165,13 +165,15 @@ def _final_unet(method: MdpsConfig, checkpoint_dir: Path) -> tuple[torch.nn.Modu
 def train_category(job: TrainJobConfig, method: MdpsConfig, root: str, category: str, model_uri: str
                    ) -> TrainedModel:
     so = job.storage_options
+    start = time.monotonic()
+    # --max-minutes counts from here (listing, checks, Ray start, training); calibration comes after it
+    deadline = None if job.max_minutes is None else time.time() + job.max_minutes * 60
     records = _records(job, root)
     train, holdout = split_holdout(records, job.holdout_fraction)
     _check_writable(model_uri, so)
     run_name = job.run_name or "train-" + hashlib.sha256(f"{model_uri}|{method.digest()}".encode()).hexdigest()[:12]
-    start = time.monotonic()
     init_ray()
-    result = _trainer(job, method, train, run_name).fit()
+    result = _trainer(job, method, train, run_name, deadline).fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training of {category} produced no checkpoint")
     with result.checkpoint.as_directory() as d:
@@ -182,8 +184,11 @@ def train_category(job: TrainJobConfig, method: MdpsConfig, root: str, category:
     calibration = None
     if job.calibrate:
         scorer = build_scorer(unet, method, "cpu")
-        calibration = calibrate_local(scorer, holdout, 8, torch.device("cpu"), target_fpr=job.target_fpr,
-                                      config_hash=method.digest(), model_digest=digest, storage_options=so)
+        passes = 1 if method.sampler.mask.mode == "none" else 2
+        with progress_bar(passes * len(holdout), f"calibrating on {len(holdout)} held-out images", "pass") as bar:
+            calibration = calibrate_local(scorer, holdout, 8, torch.device("cpu"), target_fpr=job.target_fpr,
+                                          config_hash=method.digest(), model_digest=digest, storage_options=so,
+                                          on_images=bar.update)
         save_calibration(calibration, model_uri, so)
     seconds = time.monotonic() - start
     card = {

@@ -101,12 +101,11 @@ def train_func(config: dict[str, Any]) -> None:
     trainer.starts.append(trainer.step_count)
     trainer.unet = ray.train.torch.prepare_model(trainer.unet)
     per_worker = max(1, method.train.batch_size // world)
-    budget = config["max_seconds"]
     start = time.monotonic() - elapsed
     since_report = 0
     bar = _progress(config, trainer.step_count) if rank == 0 else None
     while True:
-        stop = trainer.step_count >= config["max_steps"] or (budget is not None and time.monotonic() - start > budget)
+        stop = trainer.step_count >= config["max_steps"] or (trainer.step_count > 0 and _out_of_time(config, start))
         if _stop_flag(stop, device):
             break
         x0, batch_keys = _batch(images, keys, per_worker, method.train.seed, trainer.step_count, rank)
@@ -124,6 +123,13 @@ def train_func(config: dict[str, Any]) -> None:
         _report(trainer, time.monotonic() - start, rank, since_report)
     if bar is not None:
         bar.close()
+
+
+def _out_of_time(config: dict[str, Any], start: float) -> bool:
+    """Training time (across resumes) past ``max_seconds``, or the wall clock past the command's ``deadline``."""
+    budget, deadline = config["max_seconds"], config.get("deadline")
+    over_budget = budget is not None and time.monotonic() - start > budget
+    return over_budget or (deadline is not None and time.time() > deadline)
 
 
 def _progress(config: dict[str, Any], done: int) -> tqdm_ray.tqdm:

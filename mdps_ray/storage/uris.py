@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import uuid
 from typing import Any
 
 import fsspec
 from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
 
 
 def filesystem(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -33,12 +36,46 @@ def read_bytes(uri: str, storage_options: dict[str, Any] | None = None) -> bytes
 
 
 def write_bytes(uri: str, data: bytes, storage_options: dict[str, Any] | None = None) -> None:
-    """Write ``data`` to ``uri``, creating parent folders where the filesystem has them."""
+    """Write ``data`` to ``uri`` whole or not at all, creating parent folders where the filesystem has them.
+
+    On a filesystem that can rename (local disk, NFS) the bytes go to a temporary name in the same
+    folder and are renamed over ``uri``: a process killed mid-write leaves the old file or none, never
+    a torn one. Object stores (S3, GCS) make a PUT visible only once it is complete.
+    """
     fs, path = filesystem(uri, storage_options)
     parent = path.rsplit("/", 1)[0]
     if parent and parent != path:
         fs.makedirs(parent, exist_ok=True)
-    fs.pipe_file(path, data)
+    if not isinstance(fs, LocalFileSystem):
+        fs.pipe_file(path, data)
+        return
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def probe_writable(uri: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Raise unless a file can be written under ``uri``; leaves nothing behind (no empty local folders)."""
+    fs, path = filesystem(uri, storage_options)
+    created = []
+    if isinstance(fs, LocalFileSystem):
+        folder = path
+        while folder and not os.path.exists(folder):
+            created.append(folder)
+            folder = os.path.dirname(folder)
+    probe = join(uri, f".mdps_write_probe-{uuid.uuid4().hex[:8]}")
+    try:
+        write_bytes(probe, b"ok", storage_options)
+        remove(probe, storage_options)
+    finally:
+        for folder in created:  # deepest first
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
 
 
 def write_json(uri: str, data: Any, storage_options: dict[str, Any] | None = None) -> None:

@@ -125,3 +125,13 @@ def test_mixed_sizes_are_resized_with_a_counted_warning(synthetic_root: Path, tm
     Image.new("RGB", (48, 40)).save(root / "train" / "good" / "odd.png")
     with pytest.warns(UserWarning, match=r"1 training images .* differ from the common size 32x32"):
         _check_images(list_mvtec(str(root), "train"), {}, str(root))
+
+
+def test_max_minutes_counts_from_the_command_start_and_calibration_shows_progress(
+        ray_local, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # 1.2 s of budget is spent before the first step (listing, checks, the Ray Train worker group start):
+    # training stops after its one guaranteed step instead of getting 1.2 s of its own.
+    [model] = run_train_job(_job(str(synthetic_root), str(tmp_path / "out"), max_minutes=0.02, max_steps=100_000,
+                                 num_workers=1, run_name="budget"))
+    assert model.steps == 1 and model.calibration is not None
+    assert "calibrating on" in capsys.readouterr().err

@@ -32,7 +32,9 @@ def test_the_image_decision_is_strictly_above_the_threshold() -> None:
 
 def test_calibration_stores_the_one_score_summary(tiny_unet: torch.nn.Module, images16: torch.Tensor) -> None:
     scorer = make_scorer(tiny_unet, tiny_sampler(mask=MaskConfig(mode="calibrated")))
-    cal = fit_calibration(scorer, [(images16, ["a", "b", "c", "d"])], target_fpr=0.25)
+    ticks: list[int] = []
+    cal = fit_calibration(scorer, [(images16, ["a", "b", "c", "d"])], target_fpr=0.25, on_images=ticks.append)
+    assert ticks == [4, 4]  # progress: stage 1, then the masked pass, per batch
     again = scorer.score(images16, ["a", "b", "c", "d"], mask_threshold=cal.mask_threshold).score
     assert cal.score_stats == pytest.approx(score_summary(again))
     assert set(cal.score_stats) == {"n", "mean", "std", "q50", "q90", "q99"}
