@@ -3,7 +3,8 @@
 from mdps_ray.api import Detector
 det = Detector.load("runs/bottle/model")                 # prior + calibration + its config
 result = det.score(["a.png", "b.png"])                   # or a (B, 3, H, W) tensor in [−1, 1]
-result.score, result.anomaly_map, det.is_anomalous(result)
+result.score, result.anomaly_map, det.is_anomalous(result)   # maps on the input's pixel grid
+result.prior.anomaly_map                                  # the same maps on the prior's S × S grid
 """
 
 from __future__ import annotations
@@ -15,16 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from diffusers import UNet2DModel
 
 from mdps_ray.config.method import ConfigError, MdpsConfig
 from mdps_ray.config.overrides import apply_overrides
-from mdps_ray.data.images import load_images
+from mdps_ray.core.maps import to_input_grid
+from mdps_ray.data.images import decode_image, image_size
 from mdps_ray.method.calibration import Calibration, is_anomalous, resolve_mask_threshold, stale_calibration
 from mdps_ray.method.scorer import AnomalyScorer, ScoreResult
 from mdps_ray.models.backbones import build_backbone
 from mdps_ray.models.runtime import prepare_unet, unet_denoiser
 from mdps_ray.storage.checkpoints import load_prior
+from mdps_ray.storage.uris import read_bytes
 from mdps_ray.storage.weights import load_backbone_weights
 
 
@@ -53,6 +57,38 @@ def build_scorer(
     denoiser = unet_denoiser(unet, rt.precision, rt.channels_last)
     return AnomalyScorer(denoiser, config.prior, config.sampler, config.maps, config.score, backbone, threshold,
                          backbone_digest)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """:meth:`Detector.score`'s output: maps on each input's own pixel grid, the scorer's output on the prior's.
+
+    Attributes:
+        image_ids: B ids, in input order.
+        score: image scores, (B,).
+        anomaly_maps: B maps (1, H_i, W_i), bilinearly upsampled from the prior's S × S grid to
+            image i's H_i × W_i (with ``maps.crop`` c: the centre c/S of it).
+        prior: the :class:`ScoreResult` on the prior's grid (maps, reconstruction, stage-1 map, mask).
+    """
+
+    image_ids: list[str]
+    score: torch.Tensor
+    anomaly_maps: list[torch.Tensor]
+    prior: ScoreResult
+
+    @property
+    def anomaly_map(self) -> torch.Tensor:
+        """The maps as one (B, 1, H, W) tensor; inputs of different sizes need :attr:`anomaly_maps`."""
+        sizes = {tuple(m.shape) for m in self.anomaly_maps}
+        if len(sizes) > 1:
+            raise ValueError(f"expected inputs of one size to stack their maps, got sizes {sorted(sizes)}; "
+                             "use .anomaly_maps (one map per image)")
+        return torch.stack(self.anomaly_maps)
+
+    @property
+    def reconstruction(self) -> torch.Tensor:
+        """Mean stage-2 posterior sample on the prior's grid, (B, 3, S, S)."""
+        return self.prior.reconstruction
 
 
 @dataclass
@@ -98,17 +134,26 @@ class Detector:
         scorer = build_scorer(loaded.unet, cfg, device, cal, storage_options, transductive_threshold)
         return cls(scorer, cfg, loaded.digest, scorer.backbone_digest, cal, torch.device(device))
 
-    def score(self, images: torch.Tensor | Sequence[str], image_ids: Sequence[str] | None = None) -> ScoreResult:
-        """Score a tensor (B, 3, H, W) in [−1, 1] or a list of image paths/URIs."""
+    def score(self, images: torch.Tensor | Sequence[str], image_ids: Sequence[str] | None = None) -> Detection:
+        """Score a tensor (B, 3, H, W) in [−1, 1] or a list of image paths/URIs (any sizes): each is
+        resized to the prior's S × S, scored, and its map brought back to its own size."""
+        side = self.config.prior.image_size
         if isinstance(images, torch.Tensor):
-            y = images
+            hw = [tuple(images.shape[-2:])] * len(images)
+            y = images if hw[0] == (side, side) else F.interpolate(
+                images.float(), size=(side, side), mode="bilinear", antialias=True, align_corners=False)
             ids = list(image_ids) if image_ids is not None else [str(i) for i in range(len(y))]
         else:
-            y = load_images(list(images), self.config.prior.image_size)
+            blobs = [read_bytes(str(u)) for u in images]
+            hw = [image_size(b) for b in blobs]
+            y = torch.stack([decode_image(b, side) for b in blobs])
             ids = list(image_ids) if image_ids is not None else [Path(str(u)).name for u in images]
-        return self.scorer.score(y.to(self.device), ids)
+        result = self.scorer.score(y.to(self.device), ids)
+        maps = [to_input_grid(result.anomaly_map[i: i + 1], (int(h), int(w)), side)[0]
+                for i, (h, w) in enumerate(hw)]
+        return Detection(result.image_ids, result.score, maps, result)
 
-    def is_anomalous(self, result: ScoreResult) -> torch.Tensor:
+    def is_anomalous(self, result: ScoreResult | Detection) -> torch.Tensor:
         """Scores above the calibrated image threshold, (B,) bool."""
         if self.calibration is None:
             raise ValueError("expected a calibrated model (calibration.json) to threshold scores, got none")

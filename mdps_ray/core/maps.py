@@ -127,3 +127,17 @@ def mean_over_samples(maps: torch.Tensor, n_samples: int) -> torch.Tensor:
     if maps.shape[0] % n_samples:
         raise ValueError(f"expected a multiple of n={n_samples} rows, got {maps.shape[0]}")
     return maps.view(-1, n_samples, *maps.shape[1:]).mean(dim=1)
+
+
+def to_input_grid(amap: torch.Tensor, input_hw: tuple[int, int], prior_side: int) -> torch.Tensor:
+    """A map on the prior's grid back on the input's pixel grid, bilinearly.
+
+    (B, 1, h, w) → (B, 1, H·h/S, W·w/S) for an input of H × W squeezed to the prior's S × S: with
+    h = w = S that is (B, 1, H, W); a centre-cropped map (``maps.crop`` = h < S) covers the
+    same centre fraction of the input.
+    """
+    h_in, w_in = input_hw
+    out = (max(1, round(h_in * amap.shape[-2] / prior_side)), max(1, round(w_in * amap.shape[-1] / prior_side)))
+    if out == tuple(amap.shape[-2:]):
+        return amap
+    return F.interpolate(amap.float(), size=out, mode="bilinear", align_corners=False).to(amap.dtype)

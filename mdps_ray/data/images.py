@@ -59,6 +59,19 @@ def decode_image(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
+def decode_native(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+    """Decode and convert to RGB at the image's own size; → (3, H, W) in [−1, 1]."""
+    arr = np.asarray(_to_rgb(_open(data, max_pixels)), dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """(H, W) of an encoded image, from its header (no full decode)."""
+    with Image.open(io.BytesIO(data)) as im:
+        w, h = im.size
+    return h, w
+
+
 def decode_mask(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """Decode a ground-truth mask, resize with NEAREST, threshold at 0.5; → (1, size, size) bool."""
     im = _open(data, max_pixels).convert("L")

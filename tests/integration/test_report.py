@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from mdps_ray.config.jobs import ScoreJobConfig
@@ -29,6 +30,11 @@ def test_report_renders_every_image_and_escapes_data(ray_local, tiny_model: Path
     shutil.copytree(synthetic_root, data)
     summary = run_score_job(ScoreJobConfig(model=str(tiny_model), data=str(data), out=str(tmp_path / "out")))
     report = build_report(summary.run_dir, top=4)
+    folder = tmp_path / "unlabelled"
+    folder.mkdir()
+    for p in sorted((data / "test").rglob("*.png"))[:5]:
+        shutil.copy(p, folder / f"{p.parent.name}_{p.name}")
+    unlabelled = run_score_job(ScoreJobConfig(model=str(tiny_model), data=str(folder), out=str(tmp_path / "out")))
 
     opts = Options()
     opts.binary_location = CHROMIUM
@@ -39,18 +45,35 @@ def test_report_renders_every_image_and_escapes_data(ray_local, tiny_model: Path
     driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
     try:
         driver.get(Path(report).as_uri())
+        rows = pq.read_table(Path(summary.run_dir) / "results").to_pylist()
+        n_normal, n_anom = sum(r["label"] == 0 for r in rows), sum(r["label"] == 1 for r in rows)
+        shown = 4 + min(4, n_normal) + min(4, n_anom)  # most anomalous, false-positive and miss views
         images = driver.find_elements(By.TAG_NAME, "img")
-        assert len(images) == 4 * 4  # 4 gallery rows × (input, reconstruction, map, ground truth)
+        assert len(images) == shown * 4  # input, reconstruction, map, ground truth
         decoded = driver.execute_script(
-            "return Array.from(document.images).map(i => i.complete && i.naturalWidth > 0);")
-        assert all(decoded)
+            "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight]);")
+        assert all(ok for ok, _, _ in decoded)
+        assert {(w, h) for _, w, h in decoded} == {(32, 32)}  # the input's size, not the prior's 16 px
+        headings = [e.text for e in driver.find_elements(By.TAG_NAME, "h3")]
+        assert headings == ["Most anomalous images", "Highest-scoring normal images", "Lowest-scoring anomalous images"]
+        decisions = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "td.decision")]
+        assert decisions and all(d.split(" · ")[0] in ("flagged", "not flagged") for d in decisions)
+        assert "image threshold" in driver.find_element(By.CSS_SELECTOR, "p.threshold").text
         overview = driver.find_elements(By.CSS_SELECTOR, "table.overview tr")
         assert len(overview) == 2  # header + one category
-        assert len(driver.find_elements(By.CSS_SELECTOR, "table.gallery tr")) == 1 + 4
         assert HOSTILE in driver.find_element(By.TAG_NAME, "h2").text  # shown as text, not run
         assert driver.execute_script("return document.querySelectorAll('script').length") == 0
-        assert len(driver.find_elements(By.TAG_NAME, "svg")) == 3  # ROC, PRO, histogram
+        assert len(driver.find_elements(By.TAG_NAME, "svg")) == 4  # ROC, PRO, histogram, colour key
+        assert len(driver.find_elements(By.CSS_SELECTOR, "svg line.tick")) >= 3 * 10  # ticked axes
+        assert len(driver.find_elements(By.CSS_SELECTOR, "svg line.threshold")) == 1
         driver.save_screenshot(str(tmp_path / "report.png"))
+
+        driver.get(Path(build_report(unlabelled.run_dir, top=3)).as_uri())
+        assert driver.find_element(By.TAG_NAME, "h3").text.startswith("Flagged images (")
+        assert "unlabelled" in driver.find_element(By.TAG_NAME, "h2").find_element(By.XPATH, "..").text
+        assert not driver.find_elements(By.CSS_SELECTOR, "table.metrics")
+        assert not driver.find_elements(By.CSS_SELECTOR, "img[alt='ground truth']")
+        assert "label" not in [e.text for e in driver.find_elements(By.CSS_SELECTOR, "table.decisions th")]
     finally:
         driver.quit()
     assert (tmp_path / "report.png").stat().st_size > 10_000
