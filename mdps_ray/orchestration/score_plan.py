@@ -155,8 +155,10 @@ def skip_already_scored(table: pa.Table, out: str, digest: str, cfg_hash: str, s
 
 
 def pending_rows(manifest: pa.Table, staged: pa.Table) -> pa.Table:
-    """Manifest rows without a staged row yet (what a resume still has to score)."""
-    done = set(staged.column("image_id").to_pylist())
+    """Manifest rows without a staged ``ok`` row yet (what a resume still has to score: error rows are
+    retried, so a read that timed out in the crashed attempt is scored now)."""
+    ok = staged.filter(pc.equal(staged.column("status"), "ok"))
+    done = set(ok.column("image_id").to_pylist())
     keep = [i not in done for i in manifest.column("image_id").to_pylist()]
     return manifest.filter(pa.array(keep, type=pa.bool_()))
 

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mdps_ray.storage.results import RESULT_SCHEMA, check_schema, read_table, table_bytes, upgrade
-from mdps_ray.storage.uris import filesystem, join, list_files, remove, write_bytes, write_json
+from mdps_ray.storage.uris import fresh, join, list_files, remove, write_bytes, write_json
 
 
 @dataclass(frozen=True)
@@ -85,10 +85,13 @@ def staged_rows(paths: RunPaths, storage_options: dict[str, Any] | None = None) 
 
 
 def dedup(table: pa.Table) -> pa.Table:
-    """Keep the first row of each image id."""
+    """Keep one row per image id: its first ``ok`` row, else its first row (an error row that a resume
+    retried successfully gives way to the scored row)."""
     ids = table.column("image_id").to_pylist()
+    failed = pc.not_equal(table.column("status"), "ok").to_pylist()
+    order = sorted(range(len(ids)), key=lambda i: bool(failed[i]))  # stable: ok rows first, then by position
     seen: set[str] = set()
-    keep = [i for i, v in enumerate(ids) if not (v in seen or seen.add(v))]  # type: ignore[func-returns-value]
+    keep = sorted(i for i in order if not (ids[i] in seen or seen.add(ids[i])))  # type: ignore[func-returns-value]
     return table.take(pa.array(keep, type=pa.int64()))
 
 
@@ -121,7 +124,7 @@ def finalize(paths: RunPaths, metrics: dict[str, Any], record: dict[str, Any],
 
 def committed_runs(out: str, storage_options: dict[str, Any] | None = None) -> list[str]:
     """Run ids under ``out`` that carry ``_SUCCESS``."""
-    fs, path = filesystem(out, storage_options)
+    fs, path = fresh(out, storage_options)
     if not fs.exists(path):
         return []
     runs = []

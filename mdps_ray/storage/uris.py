@@ -86,8 +86,16 @@ def read_json(uri: str, storage_options: dict[str, Any] | None = None) -> Any:
     return json.loads(read_bytes(uri, storage_options))
 
 
-def exists(uri: str, storage_options: dict[str, Any] | None = None) -> bool:
+def fresh(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """:func:`filesystem`, with its cached directory listings of ``uri`` dropped: other processes (actors,
+    a crashed attempt) write what is read next, and s3fs would answer from the listing it took before."""
     fs, path = filesystem(uri, storage_options)
+    fs.invalidate_cache(path)
+    return fs, path
+
+
+def exists(uri: str, storage_options: dict[str, Any] | None = None) -> bool:
+    fs, path = fresh(uri, storage_options)
     return bool(fs.exists(path))
 
 
@@ -100,7 +108,7 @@ def remove(uri: str, storage_options: dict[str, Any] | None = None) -> None:
 
 def list_files(uri: str, suffix: str, storage_options: dict[str, Any] | None = None) -> list[str]:
     """URIs of the files below ``uri`` ending with ``suffix`` (sorted; none if absent)."""
-    fs, path = filesystem(uri, storage_options)
+    fs, path = fresh(uri, storage_options)
     if not fs.exists(path):
         return []
     found = sorted(p for p in fs.find(path) if p.endswith(suffix))

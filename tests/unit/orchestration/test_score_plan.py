@@ -54,6 +54,8 @@ def test_pending_rows_of_a_resume_and_of_an_empty_listing() -> None:
     staged = rows_to_table([_row("b", "kb")])
     assert pending_rows(MANIFEST, staged).column("image_id").to_pylist() == ["a", "c"]
     assert pending_rows(MANIFEST.slice(0, 0), rows_to_table([])).num_rows == 0  # nothing new: an empty filter
+    failed = rows_to_table([_row("a", "ka"), _row("b", "kb", status="error")])
+    assert pending_rows(MANIFEST, failed).column("image_id").to_pylist() == ["b", "c"]  # error rows are retried
 
 
 def test_a_run_commits_only_when_complete_and_within_the_error_fraction() -> None:

@@ -30,6 +30,9 @@ def test_a_retried_batch_stages_the_same_part_and_resume_keeps_one_row_per_image
     assert sorted(staged.column("image_id").to_pylist()) == ["a", "b", "c"]
     doubled = rows_to_table(_rows("a", "a", "b"))
     assert dedup(doubled).column("image_id").to_pylist() == ["a", "b"]
+    retried = rows_to_table(_rows("a", "b", status="error") + _rows("b"))  # b failed, then a resume scored it
+    kept = dedup(retried)
+    assert kept.column("image_id").to_pylist() == ["a", "b"] and kept.column("status").to_pylist() == ["error", "ok"]
 
 
 def test_commit_partitions_results_by_category_and_keeps_errors_apart() -> None:
