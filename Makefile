@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+DEMO_ARGS ?=
 
 .PHONY: demo test lint typecheck unit weights schemas clean
 
@@ -16,7 +17,7 @@ weights: $(STAMP)
 	$(VENV)/bin/mdps weights install
 
 demo: $(STAMP) weights
-	$(VENV)/bin/mdps demo --out demo-out
+	$(VENV)/bin/mdps demo --out demo-out $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mdps_ray jobs tests benchmarks

@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from mdps_ray.storage.uris import filesystem, read_bytes
+from mdps_ray.storage.uris import fresh, read_bytes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 NORMAL_NAMES = ("good", "ok")
@@ -49,7 +49,7 @@ def list_mvtec(root_uri: str, split: str = "test", storage_options: dict[str, An
 
     The category is the root folder's name. Normal folders are ``good`` (MVTec) or ``ok`` (BTAD).
     """
-    fs, root = filesystem(root_uri, storage_options)
+    fs, root = fresh(root_uri, storage_options)
     root = root.rstrip("/")
     category = root.rsplit("/", 1)[-1]
     split_dir = f"{root}/{split}"
@@ -94,7 +94,7 @@ def detect_layout(uri: str, storage_options: dict[str, Any] | None = None) -> st
     """mvtec (has train/ or test/ folders), manifest (.parquet/.csv file), or folder."""
     if uri.endswith((".parquet", ".csv")):
         return "manifest"
-    fs, path = filesystem(uri, storage_options)
+    fs, path = fresh(uri, storage_options)
     if not fs.exists(path):
         raise FileNotFoundError(f"expected a dataset at {uri}, found nothing there")
     names = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)}
@@ -103,7 +103,7 @@ def detect_layout(uri: str, storage_options: dict[str, Any] | None = None) -> st
 
 def list_folder(uri: str, storage_options: dict[str, Any] | None = None) -> list[ImageRecord]:
     """Every image below a folder (recursively), unlabelled; the category is the folder name."""
-    fs, root = filesystem(uri, storage_options)
+    fs, root = fresh(uri, storage_options)
     root = root.rstrip("/")
     category = PurePosixPath(root).name
     records = []

@@ -88,6 +88,41 @@ def ray_local() -> Iterator[None]:
     ray.shutdown()
 
 
+def isolation_flags(temp_dir: Path, port: int, dashboard_port: int) -> list[str]:
+    """`ray start --head` flags that keep a test's cluster to itself on a shared machine: loopback, its
+    own ports and temp dir, 2 CPUs, a capped object store."""
+    return ["--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2", f"--dashboard-port={dashboard_port}",
+            "--dashboard-host=127.0.0.1", "--include-dashboard=true", f"--temp-dir={temp_dir}",
+            "--disable-usage-stats", "--object-store-memory=1000000000",
+            # own ports: the defaults (e.g. 52365) collide with any other Ray on this machine
+            f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"]
+
+
+def ray_temp_dir() -> Path:
+    # Short: Ray's AF_UNIX socket paths under the temp dir must stay below 108 bytes.
+    return Path(tempfile.mkdtemp(prefix="mdpsray-", dir="/tmp"))
+
+
+def kill_cluster(temp_dir: Path) -> None:
+    """Kill only the process trees of the cluster under ``temp_dir`` (`ray stop` would stop every Ray
+    of the user), then remove the folder."""
+    import psutil
+
+    marker = str(temp_dir)
+    roots = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline_has(p, marker)]
+    procs = []
+    for p in roots:
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(int(p.name))
+            procs += [root, *root.children(recursive=True)]
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(procs, timeout=10)
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
 class HeadNode:
     """`ray start --head` on 127.0.0.1 with its own temp dir; stopped by killing only its processes."""
 
@@ -96,15 +131,9 @@ class HeadNode:
         self.env.pop("RAY_ADDRESS", None)
         self.port = free_port()
         self.dashboard_port = free_port()
-        # Short: Ray's AF_UNIX socket paths under the temp dir must stay below 108 bytes.
-        self.temp_dir = Path(tempfile.mkdtemp(prefix="mdpsray-", dir="/tmp"))
-        cmd = [str(VENV_BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={self.port}",
-               "--num-cpus=2", f"--dashboard-port={self.dashboard_port}", "--dashboard-host=127.0.0.1",
-               "--include-dashboard=true", f"--temp-dir={self.temp_dir}", "--disable-usage-stats",
-               "--object-store-memory=1000000000",
-               # own ports: the defaults (e.g. 52365) collide with any other Ray on this machine
-               f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-               f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"]
+        self.temp_dir = ray_temp_dir()
+        cmd = [str(VENV_BIN / "ray"), "start", "--head", *isolation_flags(self.temp_dir, self.port,
+                                                                          self.dashboard_port)]
         proc = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
             raise RuntimeError(f"ray start --head failed: {(proc.stdout + proc.stderr)[-3000:]}")
@@ -121,21 +150,7 @@ class HeadNode:
             time.sleep(3)
 
     def stop(self) -> None:
-        """Kill only this cluster's process trees (`ray stop` would stop every Ray of the user)."""
-        import psutil
-
-        marker = str(self.temp_dir)
-        roots = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline_has(p, marker)]
-        procs = []
-        for p in roots:
-            with contextlib.suppress(psutil.Error):
-                root = psutil.Process(int(p.name))
-                procs += [root, *root.children(recursive=True)]
-        for proc in procs:
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
-        psutil.wait_procs(procs, timeout=10)
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        kill_cluster(self.temp_dir)
 
 
 def _cmdline_has(proc: Path, marker: str) -> bool:
