@@ -126,8 +126,8 @@ def score_job_config(args: argparse.Namespace) -> Any:
     """The validated :class:`ScoreJobConfig` from ``mdps score`` / ``jobs/score.py`` arguments."""
     from mdps_ray.config.jobs import ScoreJobConfig
 
-    return _job_config(ScoreJobConfig, args, ("model", "data", "out", "run_id", "split"),
-                       {"incremental": True} if args.incremental else {})
+    flags = {k: True for k in ("incremental", "restart") if getattr(args, k, False)}
+    return _job_config(ScoreJobConfig, args, ("model", "data", "out", "run_id", "split"), flags)
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -240,6 +240,7 @@ def add_score_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-id", dest="run_id", help="run id (default: derived from data, model and config)")
     p.add_argument("--split", help="split of an MVTec/BTAD layout (default: test)")
     p.add_argument("--incremental", action="store_true", help="nightly: score only what is new under --out")
+    p.add_argument("--restart", action="store_true", help="discard what a crashed attempt of this run staged")
     p.add_argument("--config", help="YAML job config; arguments override it")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="job (batch_size=4) or method (sampler.mask.mode=transductive) override")

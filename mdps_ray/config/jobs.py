@@ -30,6 +30,10 @@ class ScoreJobConfig(_Frozen):
     date: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}$",
                              description="dt of a nightly run (YYYY-MM-DD; results/<category>/<dt>/); "
                              "default today (UTC).")
+    restart: bool = Field(False, description="Discard what an earlier attempt of this run id staged and start "
+                          "it again (a resume with another model or config is refused without it).")
+    lease_seconds: float = Field(120.0, ge=5, description="The run's one-writer lease: renewed every third of "
+                                 "this; a lease not renewed for this long is taken over.")
     batch_size: int = Field(8, ge=1, description="Images per scoring call of an actor.")
     num_actors: int | None = Field(None, ge=1, description="Scoring actors; default: GPUs, else what CPUs allow.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Actor device; auto = cuda when GPUs exist.")

@@ -38,18 +38,24 @@ from mdps_ray.orchestration.score_plan import (
     load_or_list_manifest,
     method_config,
     pending_rows,
+    run_identity,
     run_paths,
     score_stats,
     with_absolute_paths,
 )
 from mdps_ray.orchestration.score_worker import ScoringWorker, StageOneRange
+from mdps_ray.storage.claims import check_committed, check_identity, leased
 from mdps_ray.storage.runs import RunPaths, commit, finalize, staged_rows
 from mdps_ray.storage.uris import exists, join, read_json, write_json
 from mdps_ray.workflows import stored_loaders
 
 
 def run_score_job(job: ScoreJobConfig) -> RunSummary:
-    """Score ``job.data`` into ``<out>/<run_id>/`` on the current Ray cluster; returns the summary."""
+    """Score ``job.data`` into ``<out>/<run_id>/`` on the current Ray cluster; returns the summary.
+
+    A committed run with the same identity is returned as it is; otherwise the run is written under
+    its lease (one writer per run id) and resumes what an attempt with the same identity staged.
+    """
     start = time.monotonic()
     job = with_absolute_paths(job)
     so = job.storage_options
@@ -57,10 +63,30 @@ def run_score_job(job: ScoreJobConfig) -> RunSummary:
     cfg_hash = cfg.digest()
     dt = (job.date or datetime.now(UTC).strftime("%Y-%m-%d")) if job.incremental else job.date
     paths, listed = run_paths(job, digest, cfg_hash, dt)
-    if exists(paths.success, so):  # committed already: nothing to redo
-        record = read_json(paths.run_json, so)
-        return RunSummary(paths.root, record["counts"]["rows"], record["counts"]["errors"], 0,
-                          read_json(paths.metrics, so))
+    identity = run_identity(job, digest, cfg_hash, dt)
+    committed = _committed(paths, identity, so)
+    if committed is not None:
+        return committed
+    with leased(paths, so, job.lease_seconds):
+        committed = _committed(paths, identity, so)  # a writer that held the lease just before may have committed
+        if committed is not None:
+            return committed
+        check_identity(paths, identity, so, job.restart)
+        return _run(job, cfg, digest, cfg_hash, calibration, paths, listed, dt, start)
+
+
+def _committed(paths: RunPaths, identity: dict[str, Any], so: dict[str, Any]) -> RunSummary | None:
+    if not exists(paths.success, so):
+        return None
+    record = read_json(paths.run_json, so)
+    check_committed(record, identity, paths.run_id)
+    return RunSummary(paths.root, record["counts"]["rows"], record["counts"]["errors"], 0,
+                      read_json(paths.metrics, so))
+
+
+def _run(job: ScoreJobConfig, cfg: MdpsConfig, digest: str, cfg_hash: str, calibration: Calibration | None,
+         paths: RunPaths, listed: pa.Table | None, dt: str | None, start: float) -> RunSummary:
+    so = job.storage_options
     clock = PhaseClock()
     manifest = load_or_list_manifest(job, paths, cfg_hash, digest, listed)
     clock.lap("manifest")
@@ -75,7 +101,7 @@ def run_score_job(job: ScoreJobConfig) -> RunSummary:
     scored = _score(job, cfg, pending, plan, paths, dt, threshold) if pending.num_rows else 0
     clock.lap("score")
     table = staged_rows(paths, so)
-    check_complete(manifest, table, job.max_error_fraction)
+    check_complete(manifest, table, job.max_error_fraction, digest, cfg_hash)
     commit(paths, table, so)
     clock.lap("commit")
     metrics = _reduce(table, cfg, calibration, so, job.reduce_shard_rows)

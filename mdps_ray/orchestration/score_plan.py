@@ -27,7 +27,7 @@ from mdps_ray.data.manifest import build_manifest
 from mdps_ray.data.records import list_records
 from mdps_ray.method.calibration import Calibration, stale_calibration
 from mdps_ray.storage.checkpoints import load_calibration, read_model_meta
-from mdps_ray.storage.results import read_table, table_bytes
+from mdps_ray.storage.results import RESULTS_SCHEMA_VERSION, read_table, table_bytes
 from mdps_ray.storage.runs import RunPaths, committed_runs, read_results
 from mdps_ray.storage.uris import absolute, exists, write_bytes
 
@@ -163,7 +163,24 @@ def pending_rows(manifest: pa.Table, staged: pa.Table) -> pa.Table:
     return manifest.filter(pa.array(keep, type=pa.bool_()))
 
 
-def check_complete(manifest: pa.Table, table: pa.Table, max_error_fraction: float) -> None:
+def run_identity(job: ScoreJobConfig, model_digest: str, config_hash: str, dt: str | None) -> dict[str, Any]:
+    """What a run computes: a resume must match it (storage/claims.py)."""
+    return {"model_digest": model_digest, "config_hash": config_hash, "data": job.data, "split": job.split,
+            "layout": job.layout, "incremental": job.incremental, "dt": dt,
+            "results_schema": RESULTS_SCHEMA_VERSION}
+
+
+def check_complete(manifest: pa.Table, table: pa.Table, max_error_fraction: float, model_digest: str = "",
+                   config_hash: str = "") -> None:
+    """Refuse to commit a run with missing rows, too many error rows, or scored rows of another model or
+    config (given ``model_digest``/``config_hash``)."""
+    if model_digest:
+        ok = table.filter(pc.equal(table.column("status"), "ok"))
+        foreign = ok.filter(pc.or_(pc.not_equal(ok.column("model_digest"), model_digest),
+                                   pc.not_equal(ok.column("config_hash"), config_hash)))
+        if foreign.num_rows:
+            raise RunFailed(f"expected every staged row from model {model_digest} with config {config_hash}, got "
+                            f"{foreign.num_rows} from another; nothing was committed (rerun with --restart)")
     expected = set(manifest.column("image_id").to_pylist())
     got = set(table.column("image_id").to_pylist())
     if expected - got:

@@ -1,0 +1,74 @@
+"""Exactly once under a resume with another computation and under two writers on one run id."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from mdps_ray.data.records import list_mvtec
+from mdps_ray.orchestration.faults import ENV
+from mdps_ray.storage.claims import RunClaimError, acquire
+from mdps_ray.storage.runs import RunPaths
+
+pytestmark = pytest.mark.slow
+
+
+def _score(model: Path, data: Path, out: Path, *extra: str, env: dict | None = None,
+           wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
+    cmd = [sys.executable, "-m", "mdps_ray.cli.commands", "score", "--model", str(model), "--data", str(data),
+           "--out", str(out), "--run-id", "r", "--set", "batch_size=2", "--set", "num_actors=1", *extra]
+    full_env = {**os.environ, **(env or {})}
+    if not wait:
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=full_env)
+
+
+def test_a_resume_with_another_config_is_refused_and_restart_starts_over(tiny_model: Path, synthetic_root: Path,
+                                                                        tmp_path: Path) -> None:
+    first = _score(tiny_model, synthetic_root, tmp_path, env={ENV: json.dumps({"kill_driver_after_batches": 2})})
+    assert first.returncode == -9, first.stderr[-2000:]
+    other = ("--set", "sampler.stage2.rho=1")
+    refused = _score(tiny_model, synthetic_root, tmp_path, *other)
+    err = refused.stderr.strip().splitlines()
+    assert refused.returncode == 2 and err[-1].startswith("mdps: error: run r was started with config_hash"), err
+    assert "Traceback" not in refused.stderr and not (tmp_path / "r" / "_SUCCESS").exists()
+    restarted = _score(tiny_model, synthetic_root, tmp_path, *other, "--restart")
+    assert restarted.returncode == 0, restarted.stderr[-2000:]
+    rows = pq.read_table(tmp_path / "r" / "results").to_pylist()
+    assert len(rows) == len(list_mvtec(str(synthetic_root), "test"))
+    assert len({r["config_hash"] for r in rows}) == 1  # one computation, not two mixed
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["config_hash"] == rows[0]["config_hash"]
+
+
+def test_a_second_writer_on_the_same_run_id_is_refused(tiny_model: Path, synthetic_root: Path,
+                                                       tmp_path: Path) -> None:
+    writer = _score(tiny_model, synthetic_root, tmp_path, "--set", "batch_size=1", wait=False)
+    lock = tmp_path / "r" / "_LOCK"
+    deadline = time.monotonic() + 120
+    while not lock.exists() and writer.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert lock.exists(), "the first run never took its lease"
+    second = _score(tiny_model, synthetic_root, tmp_path)
+    assert second.returncode == 2 and "run r is being written by" in second.stderr, second.stderr[-2000:]
+    _, err = writer.communicate(timeout=300)
+    assert writer.returncode == 0, err[-2000:]
+    rows = pq.read_table(tmp_path / "r" / "results").to_pylist()
+    assert sorted(r["image_id"] for r in rows) == sorted(r.image_id for r in list_mvtec(str(synthetic_root), "test"))
+    assert not lock.exists() and not (tmp_path / "r" / "_staging").exists()
+
+
+def test_the_s3_lease_is_a_conditional_put(s3) -> None:
+    paths = RunPaths(f"s3://{s3.bucket}/claims", "r")
+    lease = acquire(paths, s3.storage_options, ttl=60)
+    with pytest.raises(RunClaimError, match="is being written by"):
+        acquire(paths, s3.storage_options, ttl=60)
+    lease.release()
+    acquire(paths, s3.storage_options, ttl=60).release()
+    assert not s3.fs().exists(f"{s3.bucket}/claims/r/_LOCK")
