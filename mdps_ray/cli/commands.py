@@ -9,14 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from mdps_ray.cli.failures import STORAGE_EXIT, storage_unavailable, user_error
 from mdps_ray.config.method import ConfigError, MdpsConfig
 from mdps_ray.config.overrides import M, apply_overrides, as_patch, deep_merge, validate
 
 # Fixed training length of the demo prior (README: the image AUROC it reaches); here, not in demo.py, so
 # that parsing arguments imports no torch.
 DEMO_STEPS = 300
-
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, ValueError, RuntimeError)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -340,9 +339,16 @@ def main(argv: list[str] | None = None) -> int:
         hint = "; rerun the same command to resume from what was staged" if resumable else ""
         print(f"mdps: interrupted{hint}", file=sys.stderr)
         return 130
-    except USER_ERRORS as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"mdps: error: {message}", file=sys.stderr)
+    except Exception as err:
+        unavailable = storage_unavailable(err)
+        if unavailable is not None:
+            print(f"mdps: error: storage unavailable after retries: {unavailable}; nothing was committed, rerun "
+                  "the same command to resume", file=sys.stderr)
+            return STORAGE_EXIT
+        cause = user_error(err)
+        if cause is None:
+            raise  # a bug: the traceback is what to report
+        print(f"mdps: error: {cause}", file=sys.stderr)
         return 2
 
 

@@ -88,6 +88,7 @@ class Lease:
         self._thread.start()
 
     def release(self) -> None:
+        _HELD.discard(self.owner["token"])
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -128,10 +129,16 @@ def _create_exclusive(uri: str, data: bytes, so: dict[str, Any] | None) -> bool:
     return True
 
 
+_HELD: set[str] = set()  # tokens of the leases this process holds now
+
+
 def _alive(owner: dict[str, Any]) -> bool:
-    """False when the owner ran on this host and its process is gone (a killed run resumes at once)."""
+    """False when the owner ran on this host and its process is gone (a killed run resumes at once), or
+    is this process and no longer holds it (a release that failed during a storage outage)."""
     if owner.get("host") != socket.gethostname():
         return True  # another machine: only its heartbeat can tell
+    if owner.get("pid") == os.getpid():
+        return owner.get("token") in _HELD
     try:
         os.kill(int(owner.get("pid", 0)), 0)
     except ProcessLookupError:
@@ -154,6 +161,7 @@ def acquire(paths: RunPaths, storage_options: dict[str, Any] | None, ttl: float 
     for _ in range(2):
         if _create_exclusive(uri, json.dumps(owner).encode(), storage_options):
             lease = Lease(uri, owner, storage_options, ttl, threading.Event())
+            _HELD.add(owner["token"])
             lease.start_heartbeat()
             return lease
         try:

@@ -12,10 +12,24 @@ import fsspec
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
+# botocore's retry policy for every S3 call (driver, actors, train workers), unless storage_options sets
+# ``config_kwargs``: adaptive mode retries throttling (503 SlowDown), 5xx, resets and refused connections
+# with exponential backoff (capped at 20 s a try), about a minute and a half of outage at 10 attempts;
+# connect/read timeouts bound a hung request.
+S3_RETRIES = {"retries": {"mode": "adaptive", "max_attempts": 10}, "connect_timeout": 10, "read_timeout": 60}
+
+
+def with_retries(uri: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
+    """``storage_options`` with :data:`S3_RETRIES` as the ``config_kwargs`` of an ``s3://`` URI that has none."""
+    so = dict(storage_options or {})
+    if uri.startswith(("s3://", "s3a://")) and "config_kwargs" not in so:
+        so["config_kwargs"] = S3_RETRIES
+    return so
+
 
 def filesystem(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The filesystem serving ``uri`` and the path within it."""
-    fs, path = url_to_fs(uri, **(storage_options or {}))
+    """The filesystem serving ``uri`` and the path within it (S3 with :data:`S3_RETRIES`)."""
+    fs, path = url_to_fs(uri, **with_retries(uri, storage_options))
     return fs, path
 
 

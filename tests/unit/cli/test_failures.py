@@ -1,0 +1,40 @@
+"""Failures become one line and an exit code: storage outages (3), user errors (2), bugs (a traceback)."""
+
+from __future__ import annotations
+
+from mdps_ray.cli.failures import storage_unavailable, user_error
+
+
+class EndpointConnectionError(Exception):  # botocore's name; matched by name, not imported
+    pass
+
+
+class UserCodeException(Exception):  # Ray Data: the actor's error arrives as text only
+    pass
+
+
+def test_an_outage_is_found_in_the_chain_or_in_an_actors_traceback_text() -> None:
+    try:
+        try:
+            raise EndpointConnectionError('Could not connect to the endpoint URL: "http://s3/x"')
+        except EndpointConnectionError as inner:
+            raise RuntimeError("scoring failed") from inner
+    except RuntimeError as err:
+        assert storage_unavailable(err) == 'EndpointConnectionError: Could not connect to the endpoint URL: "http://s3/x"'
+    text = ("Traceback (most recent call last):\n  File ...\nbotocore.exceptions.ClientError: An error occurred "
+            "(SlowDown) when calling the PutObject operation: Please reduce your request rate.\n")
+    assert storage_unavailable(UserCodeException(text)).startswith("ClientError: An error occurred (SlowDown)")
+    assert storage_unavailable(UserCodeException("ValueError: expected a model")) is None
+
+
+def test_a_user_error_wrapped_by_ray_is_found_and_a_bug_is_not() -> None:
+    try:
+        try:
+            raise ValueError("expected unique image ids, got duplicates such as ['a']")
+        except ValueError as inner:
+            raise UserCodeException("UDF failed") from inner
+    except UserCodeException as err:
+        assert str(user_error(err)).startswith("expected unique image ids")
+    text = "Traceback ...\nbotocore.exceptions.NoCredentialsError: Unable to locate credentials\n"
+    assert user_error(UserCodeException(text)) == "Unable to locate credentials"
+    assert user_error(KeyError("bug")) is None and storage_unavailable(KeyError("bug")) is None
