@@ -9,6 +9,8 @@ passes ``max_error_fraction`` (``orchestration/score_plan.check_complete``: no `
 
 from __future__ import annotations
 
+import os
+import stat
 from typing import Any
 
 import numpy as np
@@ -27,6 +29,8 @@ def decode_batch(batch: Batch, size: int, max_pixels: int, storage_options: dict
     errors = []
     for i, uri in enumerate(batch["uri"]):
         try:
+            if "://" not in str(uri) and os.path.exists(str(uri)) and not stat.S_ISREG(os.stat(str(uri)).st_mode):
+                raise ImageDecodeError(f"not a regular file (a FIFO, socket or device is not read): {uri}")
             pixels[i] = decode_image(read_bytes(str(uri), storage_options), size, max_pixels).numpy()
             mask_uri = text_or_none(batch["mask_uri"][i])
             if mask_uri is not None and not exists(mask_uri, storage_options):

@@ -37,8 +37,9 @@ MANIFEST_SCHEMA = pa.schema(
 
 
 def content_key(image_id: str, etag: str, fs: Any, path: str, info: dict[str, Any]) -> str:
-    """sha256(image id | ETag), or sha256(image id | sha256(bytes)) without an ETag; '' for a missing file."""
-    if not info:
+    """sha256(image id | ETag), or sha256(image id | sha256(bytes)) without an ETag; '' for a missing file or
+    one that is not a regular file (a FIFO would block the read; it becomes an error row when decoded)."""
+    if not info or info.get("type") not in (None, "file"):
         return ""
     version = etag or hashlib.sha256(fs.cat_file(path)).hexdigest()
     return hashlib.sha256(f"{image_id}|{version}".encode()).hexdigest()[:24]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -60,12 +61,9 @@ def list_mvtec(root_uri: str, split: str = "test", storage_options: dict[str, An
         defect = defect_dir.rstrip("/").rsplit("/", 1)[-1]
         normal = defect in NORMAL_NAMES
         masks = {} if normal else _mask_index(fs, f"{root}/ground_truth/{defect}")
-        for path in sorted(fs.ls(defect_dir, detail=False)):
-            name = path.rsplit("/", 1)[-1]
-            if not name.lower().endswith(IMAGE_SUFFIXES):
-                continue
-            stem = name.rsplit(".", 1)[0]
-            mask = masks.get(stem)
+        images = [p for p in sorted(fs.ls(defect_dir, detail=False)) if p.lower().endswith(IMAGE_SUFFIXES)]
+        for path, stem in zip(images, id_stems([p.rsplit("/", 1)[-1] for p in images]), strict=True):
+            mask = masks.get(path.rsplit("/", 1)[-1].rsplit(".", 1)[0])
             records.append(
                 ImageRecord(
                     uri=_uri(fs, path, root_uri),
@@ -106,13 +104,18 @@ def list_folder(uri: str, storage_options: dict[str, Any] | None = None) -> list
     fs, root = fresh(uri, storage_options)
     root = root.rstrip("/")
     category = PurePosixPath(root).name
-    records = []
-    for path in sorted(fs.find(root)):
-        if path.lower().endswith(IMAGE_SUFFIXES):
-            rel = path[len(root) :].lstrip("/").rsplit(".", 1)[0]
-            records.append(ImageRecord(fs.unstrip_protocol(path) if "://" in uri else path,
-                                       f"{category}/{rel}", category, "", "", None, None))
-    return records
+    images = [p for p in sorted(fs.find(root)) if p.lower().endswith(IMAGE_SUFFIXES)]
+    rels = id_stems([p[len(root):].lstrip("/") for p in images])
+    return [ImageRecord(fs.unstrip_protocol(path) if "://" in uri else path, f"{category}/{rel}", category, "", "",
+                        None, None) for path, rel in zip(images, rels, strict=True)]
+
+
+def id_stems(names: list[str]) -> list[str]:
+    """Image-id parts of file names: the name without its extension, unless two files share that stem
+    (``x.png`` and ``x.jpg``): those keep their extension, so each image has its own id."""
+    stems = [n.rsplit(".", 1)[0] for n in names]
+    shared = {s for s, k in Counter(stems).items() if k > 1}
+    return [n if s in shared else s for n, s in zip(names, stems, strict=True)]
 
 
 def read_manifest_file(uri: str, storage_options: dict[str, Any] | None = None) -> list[ImageRecord]:
@@ -123,9 +126,9 @@ def read_manifest_file(uri: str, storage_options: dict[str, Any] | None = None) 
         raise ValueError(f"expected a 'uri' column in the manifest {uri}, got columns {table.column_names}")
     rows = table.to_pylist()
     out = []
-    for row in rows:
+    stems = id_stems([PurePosixPath(str(r["uri"]).split("://", 1)[-1]).as_posix().strip("/") for r in rows])
+    for row, stem in zip(rows, stems, strict=True):
         category = str(row.get("category") or "default")
-        stem = PurePosixPath(str(row["uri"]).split("://", 1)[-1]).with_suffix("").as_posix().strip("/")
         label = row.get("label")
         if label not in (None, 0, 1):
             raise ValueError(f"expected labels 0 (normal), 1 (anomalous) or empty in the manifest {uri}, got "

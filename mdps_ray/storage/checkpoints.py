@@ -74,11 +74,13 @@ def read_model_meta(uri: str, storage_options: dict[str, Any] | None = None) -> 
                 "give <out>/model of `mdps train` (or <out>/<category>/model with --categories)")
         raise CheckpointError(f"expected a model directory with mdps.json at {uri}, found none; {hint}") from None
     meta = json.loads(raw)
-    return meta, validate(MdpsConfig, upgrade_stored(meta["config"]), source=f"{uri}/mdps.json")
+    config = validate(MdpsConfig, upgrade_stored(meta["config"]), source=f"{uri}/mdps.json")
+    check_weights(uri, storage_options)  # here too: the driver finds a model without weights, not an actor
+    return meta, config
 
 
-def load_prior(uri: str, storage_options: dict[str, Any] | None = None) -> LoadedPrior:
-    """Read a prior written by :func:`save_prior` (and its calibration, if present)."""
+def check_weights(uri: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Raise unless ``<uri>/unet`` holds safetensors weights (pickles are refused, not loaded)."""
     fs, path = filesystem(uri, storage_options)
     unet_dir = f"{path.rstrip('/')}/unet"
     if not fs.isdir(unet_dir):
@@ -91,6 +93,11 @@ def load_prior(uri: str, storage_options: dict[str, Any] | None = None) -> Loade
             f"expected {WEIGHTS_NAME} in {uri}/unet, found {reason}; pickle checkpoints are refused "
             "— convert them to safetensors on a trusted machine"
         )
+
+
+def load_prior(uri: str, storage_options: dict[str, Any] | None = None) -> LoadedPrior:
+    """Read a prior written by :func:`save_prior` (and its calibration, if present)."""
+    check_weights(uri, storage_options)
     meta, config = read_model_meta(uri, storage_options)
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("config.json", WEIGHTS_NAME):

@@ -242,3 +242,43 @@ def test_rerunning_after_the_data_changed_scores_what_is_there_now(ray_local, ti
     ids = set(read_results(RunPaths(*second.run_dir.rsplit("/", 1))).column("image_id").to_pylist())
     assert "line/zz-added" in ids and f"line/{victim.stem}" not in ids
     assert run_score_job(ScoreJobConfig(**base)).run_dir == second.run_dir  # unchanged data: the same run
+
+
+def test_validation_before_computing_and_error_rows_retried_after_a_fix(
+        ray_local, tiny_model: Path, synthetic_root: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    good = sorted((synthetic_root / "test" / "good").glob("*.png"))
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    for i in range(9):
+        shutil.copy(good[i % len(good)], folder / f"img{i}.png")
+    Image.open(good[0]).convert("RGB").save(folder / "x.jpg")
+    shutil.copy(good[1], folder / "x.png")  # x.png + x.jpg: two images, two ids (was: the whole run refused)
+    os.mkfifo(folder / "pipe.png")  # a FIFO: an error row (was: the run hung on the read)
+    out = tmp_path / "out"
+    assert main(["score", "--model", str(tiny_model), "--data", str(folder), "--out", str(out), "--run-id", "v"]) == 0
+    ids = {r["image_id"] for r in pq.read_table(out / "v" / "results").to_pylist()}
+    assert {"batch/x.png", "batch/x.jpg"} <= ids and len(ids) == 11
+    [err] = pq.read_table(out / "v" / "errors").to_pylist()
+    assert err["image_id"] == "batch/pipe" and "not a regular file" in err["error"]
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for i in range(3):
+        shutil.copy(good[i], broken / f"ok{i}.png")
+        (broken / f"bad{i}.png").write_text("not yet an image")
+    args = ["score", "--model", str(tiny_model), "--data", str(broken), "--out", str(out), "--run-id", "fix"]
+    capsys.readouterr()
+    assert main(args) == 2 and "3 of 6 inputs could not be scored" in capsys.readouterr().err
+    for i in range(3):
+        shutil.copy(good[i], broken / f"bad{i}.png")  # the user fixes the inputs and reruns the same command
+    assert main(args) == 0
+    assert pq.read_table(out / "fix" / "results").num_rows == 6 and not (out / "fix" / "errors").exists()
+
+    empty_model = tmp_path / "noweights"
+    shutil.copytree(tiny_model, empty_model)
+    (empty_model / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    capsys.readouterr()
+    assert main(["score", "--model", str(empty_model), "--data", str(folder), "--out", str(out)]) == 2
+    err_line = capsys.readouterr().err.strip()
+    assert err_line.startswith("mdps: error: expected diffusion_pytorch_model.safetensors in") and "\n" not in err_line

@@ -37,4 +37,8 @@ def test_a_user_error_wrapped_by_ray_is_found_and_a_bug_is_not() -> None:
         assert str(user_error(err)).startswith("expected unique image ids")
     text = "Traceback ...\nbotocore.exceptions.NoCredentialsError: Unable to locate credentials\n"
     assert user_error(UserCodeException(text)) == "Unable to locate credentials"
+    unknown = TypeError("AioSession.__init__() got an unexpected keyword argument 'bogus'")
+    assert user_error(unknown) == ("expected storage_options that the filesystem accepts, got AioSession.__init__() "
+                                   "got an unexpected keyword argument 'bogus'")
+    assert user_error(TypeError("f() got an unexpected keyword argument 'x'")) is None  # a bug of ours: a traceback
     assert user_error(KeyError("bug")) is None and storage_unavailable(KeyError("bug")) is None
