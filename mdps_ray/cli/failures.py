@@ -64,8 +64,9 @@ def user_error(err: BaseException) -> str | None:
         names = {c.__name__ for c in type(e).__mro__}
         if (isinstance(e, USER_ERRORS) and not names & _UNAVAILABLE) or names & _CREDENTIALS:
             return one_line(e)
-        if _UNKNOWN_OPTION.search(str(e)):  # the key's name only: values may be secrets
-            return f"expected storage_options that the filesystem accepts, got {_UNKNOWN_OPTION.search(str(e))[0]}"
+        unknown = _UNKNOWN_OPTION.search(str(e))
+        if unknown:  # the key's name only: values may be secrets
+            return f"expected storage_options that the filesystem accepts, got {unknown[0]}"
     for e in causes(err):
         for name, message in reversed(_RAISED.findall(str(e))):
             if name in _USER_ERROR_NAMES:
