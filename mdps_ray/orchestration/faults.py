@@ -7,6 +7,9 @@ loop config, so the hooks need no job-config field, no schema entry and no ``--h
     MDPS_FAULTS='{"kill_actor_after_batches": 1}'      one scoring actor exits after its first batch, once
     MDPS_FAULTS='{"kill_driver_after_batches": 2}'     the driver is SIGKILLed after two staged batches
     MDPS_FAULTS='{"kill_worker_at_step": 3}'           one train worker exits at step 3, once
+    MDPS_FAULTS='{"kill_driver_at": "committed"}'      the driver is SIGKILLed right after a phase of the
+                                                       scoring run: manifest, committed (results/ written,
+                                                       no _SUCCESS yet), reduced (metrics computed, not written)
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class Faults:
     kill_actor_after_batches: int | None = None
     kill_driver_after_batches: int | None = None
     kill_worker_at_step: int | None = None
+    kill_driver_at: str | None = None
     marker_uri: str | None = None
 
     @classmethod
@@ -70,3 +74,14 @@ def at_train_step(faults: Faults, step: int, rank: int, marker: str) -> None:
     Path(marker).parent.mkdir(parents=True, exist_ok=True)
     Path(marker).write_text("killed")
     os._exit(13)
+
+
+PHASES = ("manifest", "committed", "reduced")
+
+
+def at_phase(faults: Faults, phase: str) -> None:
+    """Driver hook after each phase of a scoring run: SIGKILL itself at ``kill_driver_at``."""
+    if faults.kill_driver_at is not None and faults.kill_driver_at not in PHASES:
+        raise ValueError(f"expected kill_driver_at in {PHASES}, got {faults.kill_driver_at!r}")
+    if faults.kill_driver_at == phase:
+        os.kill(os.getpid(), signal.SIGKILL)

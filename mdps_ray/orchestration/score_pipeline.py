@@ -28,7 +28,7 @@ from mdps_ray.data.decode import decode_batch
 from mdps_ray.method.calibration import Calibration
 from mdps_ray.metrics.reduce import reduce_rows, shard_states
 from mdps_ray.orchestration.cluster import PoolPlan, init_ray, plan_pool
-from mdps_ray.orchestration.faults import Faults
+from mdps_ray.orchestration.faults import Faults, at_phase
 from mdps_ray.orchestration.progress import progress_bar
 from mdps_ray.orchestration.score_plan import (
     PhaseClock,
@@ -46,7 +46,7 @@ from mdps_ray.orchestration.score_plan import (
 from mdps_ray.orchestration.score_worker import ScoringWorker, StageOneRange
 from mdps_ray.storage.claims import check_committed, check_identity, leased
 from mdps_ray.storage.runs import RunPaths, commit, finalize, staged_rows
-from mdps_ray.storage.uris import exists, join, read_json, write_json
+from mdps_ray.storage.uris import exists, join, read_json, remove, write_json
 from mdps_ray.workflows import stored_loaders
 
 
@@ -80,6 +80,7 @@ def _committed(paths: RunPaths, identity: dict[str, Any], so: dict[str, Any]) ->
         return None
     record = read_json(paths.run_json, so)
     check_committed(record, identity, paths.run_id)
+    remove(paths.staging, so)  # left by a writer stopped between _SUCCESS and its clean-up
     return RunSummary(paths.root, record["counts"]["rows"], record["counts"]["errors"], 0,
                       read_json(paths.metrics, so))
 
@@ -87,9 +88,10 @@ def _committed(paths: RunPaths, identity: dict[str, Any], so: dict[str, Any]) ->
 def _run(job: ScoreJobConfig, cfg: MdpsConfig, digest: str, cfg_hash: str, calibration: Calibration | None,
          paths: RunPaths, listed: pa.Table | None, dt: str | None, start: float) -> RunSummary:
     so = job.storage_options
-    clock = PhaseClock()
+    clock, faults = PhaseClock(), Faults.from_env()
     manifest = load_or_list_manifest(job, paths, cfg_hash, digest, listed)
     clock.lap("manifest")
+    at_phase(faults, "manifest")
     init_ray()
     plan = plan_pool(job.device, job.num_actors, ray.cluster_resources())
     pending = pending_rows(manifest, staged_rows(paths, so))
@@ -104,8 +106,10 @@ def _run(job: ScoreJobConfig, cfg: MdpsConfig, digest: str, cfg_hash: str, calib
     check_complete(manifest, table, job.max_error_fraction, digest, cfg_hash)
     commit(paths, table, so)
     clock.lap("commit")
+    at_phase(faults, "committed")
     metrics = _reduce(table, cfg, calibration, so, job.reduce_shard_rows)
     clock.lap("reduce")
+    at_phase(faults, "reduced")
     n_err = int(pc.sum(pc.equal(table.column("status"), "error")).as_py() or 0)
     record = _run_record(job, cfg, digest, cfg_hash, calibration, plan, table, n_err, scored,
                          time.monotonic() - start, dt)

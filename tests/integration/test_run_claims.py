@@ -72,3 +72,22 @@ def test_the_s3_lease_is_a_conditional_put(s3) -> None:
     lease.release()
     acquire(paths, s3.storage_options, ttl=60).release()
     assert not s3.fs().exists(f"{s3.bucket}/claims/r/_LOCK")
+
+
+def test_a_kill_after_each_driver_phase_resumes_to_the_uninterrupted_run(tiny_model: Path, synthetic_root: Path,
+                                                                         tmp_path: Path) -> None:
+    """Scoring itself is killed in tests/integration/test_score_job.py; here the phases around it."""
+    def scores(out: Path) -> dict[str, float]:
+        return {r["image_id"]: r["score"] for r in pq.read_table(out / "r" / "results").to_pylist()}
+
+    reference = _score(tiny_model, synthetic_root, tmp_path / "reference", "--set", "batch_size=8")
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    for phase in ("manifest", "committed", "reduced"):
+        out = tmp_path / phase
+        killed = _score(tiny_model, synthetic_root, out, "--set", "batch_size=8",
+                        env={ENV: json.dumps({"kill_driver_at": phase})})
+        assert killed.returncode == -9 and not (out / "r" / "_SUCCESS").exists(), (phase, killed.stderr[-2000:])
+        resumed = _score(tiny_model, synthetic_root, out, "--set", "batch_size=8")
+        assert resumed.returncode == 0, (phase, resumed.stderr[-2000:])
+        assert scores(out) == pytest.approx(scores(tmp_path / "reference"), abs=1e-6), phase
+        assert (out / "r" / "metrics.json").read_text() == (tmp_path / "reference" / "r" / "metrics.json").read_text()
