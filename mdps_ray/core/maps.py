@@ -5,7 +5,8 @@
     A   = scale · blur_σ( f_d + w · (max f_d / max i_d) · i_d )
 
 All maps are (B, 1, H, W). The maxima are per image by default (``weighting="per_image"``);
-``"batch"`` takes them over the whole batch tensor as the official code does.
+``"batch"`` takes them over the batch as the official code does: over the B images of each of
+the n sample repeats (rows image-major, row i·n + j = sample j of image i).
 """
 
 from __future__ import annotations
@@ -55,21 +56,23 @@ def feature_cosine_distance(
     return total
 
 
-def _max_per(x: torch.Tensor, weighting: Weighting) -> torch.Tensor:
+def _max_per(x: torch.Tensor, weighting: Weighting, n_samples: int = 1) -> torch.Tensor:
     if weighting == "per_image":
         return x.flatten(1).amax(dim=1).view(-1, 1, 1, 1)
     if weighting == "batch":
-        return x.amax()
+        per_repeat = x.reshape(-1, n_samples, x[0].numel()).amax(dim=(0, 2))  # (n,)
+        return per_repeat.repeat(x.shape[0] // n_samples).view(-1, 1, 1, 1)
     raise ValueError(f"expected weighting 'per_image' or 'batch', got {weighting!r}")
 
 
 def combine(
-    feature_map: torch.Tensor, pixel_map: torch.Tensor, pixel_weight: float, weighting: Weighting
+    feature_map: torch.Tensor, pixel_map: torch.Tensor, pixel_weight: float, weighting: Weighting,
+    n_samples: int = 1,
 ) -> torch.Tensor:
     """f_d + w · (max f_d / max i_d) · i_d, the pixel term rescaled to the feature term's peak."""
     if pixel_weight == 0.0:
         return feature_map
-    ratio = _max_per(feature_map, weighting) / _max_per(pixel_map, weighting).clamp_min(1e-12)
+    ratio = _max_per(feature_map, weighting, n_samples) / _max_per(pixel_map, weighting, n_samples).clamp_min(1e-12)
     return feature_map + pixel_weight * ratio * pixel_map
 
 

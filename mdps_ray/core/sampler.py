@@ -37,6 +37,7 @@ class ReverseProcess:
         eta: DDIM η (1 = the official code).
         rho: guidance scale ρ (0 = no guidance).
         guidance_norm: ``"per_image"`` or ``"batch"``.
+        n_samples: samples per image n of the (image-major) rows, for the batch norm's repeats.
     """
 
     alpha_bars: torch.Tensor
@@ -45,6 +46,7 @@ class ReverseProcess:
     eta: float = 1.0
     rho: float = 0.0
     guidance_norm: GuidanceNorm = "per_image"
+    n_samples: int = 1
 
     def __post_init__(self) -> None:
         steps = list(self.timesteps)
@@ -92,7 +94,7 @@ def sample_posterior(
             x = mask * x + (1.0 - mask) * q_sample(y, a_t, z0)
         # 3. ε̂ = ε_θ(x_t, t) + √(1 − ᾱ_t) ρ ∇‖y − x̂0‖, one forward with autograd (guidance.py)
         t_batch = torch.full((y.shape[0],), t, device=y.device, dtype=torch.long)
-        eps = guided_eps(denoiser, x, t_batch, a_t, y, process.rho, process.guidance_norm)
+        eps = guided_eps(denoiser, x, t_batch, a_t, y, process.rho, process.guidance_norm, process.n_samples)
         # 4. paper Fig. 1: on unmasked pixels use the ε that makes x̂0 = y exactly
         if mask is not None and masked_sampler == "eps_mix":
             eps = mask * eps + (1.0 - mask) * eps_from_x0(x, y, a_t)

@@ -117,6 +117,7 @@ class AnomalyScorer:
             eta=self.sampler.eta,
             rho=stage.rho,
             guidance_norm=self.sampler.guidance_norm,
+            n_samples=n,
         )
         noise = RowNoise(sample_seeds(self.sampler.seed, image_ids, n, name), y.device)
         rows = y.repeat_interleave(n, dim=0)
@@ -136,7 +137,7 @@ class AnomalyScorer:
         else:
             feats_y = [f.repeat_interleave(n, dim=0) for f in self.backbone.features(y)]
             feature = self.backbone.distance(self.backbone.features(x0), feats_y, (int(y.shape[-2]), int(y.shape[-1])))
-            combined = maps.combine(feature, pixel, cfg.pixel_weight, cfg.weighting)
+            combined = maps.combine(feature, pixel, cfg.pixel_weight, cfg.weighting, n)
         amap = maps.mean_over_samples(combined, n)
         if cfg.blur_sigma > 0:
             amap = maps.gaussian_blur(amap, cfg.blur_sigma)
