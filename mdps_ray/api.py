@@ -51,7 +51,7 @@ def build_scorer(
     if isinstance(backbone, torch.nn.Module):
         backbone.to(device)
     rt = config.runtime
-    unet = prepare_unet(unet, device, rt.channels_last, rt.compile, rt.precision)
+    unet = prepare_unet(unet, device, rt.channels_last, rt.compile, rt.precision, rt.tf32)
     calibrated = calibration.mask_threshold if calibration is not None else None
     threshold = resolve_mask_threshold(config.sampler.mask, transductive_threshold, calibrated)
     denoiser = unet_denoiser(unet, rt.precision, rt.channels_last)

@@ -38,16 +38,27 @@ def unet_denoiser(unet: torch.nn.Module, precision: str = "fp32", channels_last:
     return denoise
 
 
+def set_tf32(device: torch.device, allowed: bool) -> None:
+    """TF32 for fp32 matmuls and cuDNN convolutions on a CUDA device, explicitly (torch allows it for
+    cuDNN by default, so "fp32" on a GPU would not be fp32); a no-op elsewhere."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = allowed
+        torch.backends.cudnn.allow_tf32 = allowed
+
+
 def prepare_unet(
-    unet: torch.nn.Module, device: torch.device, channels_last: bool, compile: bool, precision: str = "fp32"
+    unet: torch.nn.Module, device: torch.device, channels_last: bool, compile: bool, precision: str = "fp32",
+    tf32: bool = False,
 ) -> torch.nn.Module:
-    """Move to ``device`` in the ``precision`` dtype, freeze, optionally convert to NHWC and compile.
+    """Move to ``device`` in the ``precision`` dtype, freeze, optionally convert to NHWC and compile;
+    TF32 as ``tf32`` says (:func:`set_tf32`).
 
     Low precision casts the weights themselves (pure bf16/fp16 inference, as diffusers'
     ``torch_dtype``) rather than autocasting: on CPU autocast re-casts every weight at every call
     and measured slower than fp32 (benchmarks/sampler.py). The cast works on a copy, so the
     caller's fp32 module can still serve other scorers; device moves and NHWC are in place.
     """
+    set_tf32(device, tf32)
     unet = unet.to(device).eval().requires_grad_(False)
     if precision != "fp32":
         # nn.Module.to: diffusers' own .to(dtype=…) warns about keep-in-fp32 modules even when there are none

@@ -72,3 +72,14 @@ def test_published_schemas_match_the_models() -> None:
     assert set(rendered) <= set(on_disk), "run `mdps config schema --write` to regenerate schemas/"
     for name, schema in rendered.items():
         assert on_disk[name] == schema, f"schemas/{name} is stale: run `mdps config schema --write`"
+
+
+def test_fp16_with_guidance_is_refused_and_tf32_is_off_without_moving_hashes() -> None:
+    with pytest.raises(ConfigError, match=r"runtime\.precision=bf16"):
+        apply_overrides(MdpsConfig(), ["runtime.precision=fp16"])
+    unguided = ["sampler.stage1.rho=0", "sampler.stage2.rho=0", "runtime.precision=fp16"]
+    assert apply_overrides(MdpsConfig(), unguided).runtime.precision == "fp16"
+    assert MdpsConfig().runtime.tf32 is False
+    # the key added later leaves hashes of committed rows and calibrations as they were, unless it is set
+    assert MdpsConfig().digest() == "5bfaf7c4895af9f6"
+    assert apply_overrides(MdpsConfig(), ["runtime.tf32=true"]).digest() != MdpsConfig().digest()
