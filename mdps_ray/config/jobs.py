@@ -37,6 +37,8 @@ class ScoreJobConfig(_Frozen):
     batch_size: int = Field(8, ge=1, description="Images per scoring call of an actor.")
     num_actors: int | None = Field(None, ge=1, description="Scoring actors; default: GPUs, else what CPUs allow.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Actor device; auto = cuda when GPUs exist.")
+    gpu_wait_seconds: float = Field(900.0, ge=0, description="With device=cuda on a joined cluster: how long to "
+                                    "wait for the autoscaler to bring up the GPUs requested.")
     max_error_fraction: float = Field(0.1, ge=0, le=1, description="Fail the run past this fraction of bad inputs.")
     max_pixels: int = Field(50_000_000, ge=1, description="Refuse images whose header claims more pixels.")
     write_maps: bool = Field(True, description="Write anomaly maps (float16 .npy) under maps/.")

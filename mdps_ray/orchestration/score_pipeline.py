@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +28,7 @@ from mdps_ray.core.masking import transductive_threshold
 from mdps_ray.data.decode import decode_batch
 from mdps_ray.method.calibration import Calibration
 from mdps_ray.metrics.reduce import reduce_rows, shard_states
-from mdps_ray.orchestration.cluster import PoolPlan, init_ray, plan_pool
+from mdps_ray.orchestration.cluster import PoolPlan, can_grow, init_ray, wait_for_pool
 from mdps_ray.orchestration.faults import Faults, at_phase
 from mdps_ray.orchestration.progress import progress_bar
 from mdps_ray.orchestration.score_plan import (
@@ -93,7 +94,8 @@ def _run(job: ScoreJobConfig, cfg: MdpsConfig, digest: str, cfg_hash: str, calib
     clock.lap("manifest")
     at_phase(faults, "manifest")
     init_ray()
-    plan = plan_pool(job.device, job.num_actors, ray.cluster_resources())
+    plan = wait_for_pool(job.device, job.num_actors, job.gpu_wait_seconds, ray.cluster_resources, _request_gpus,
+                         can_grow(), _say)
     pending = pending_rows(manifest, staged_rows(paths, so))
     clock.lap("plan")
     threshold = None
@@ -115,6 +117,16 @@ def _run(job: ScoreJobConfig, cfg: MdpsConfig, digest: str, cfg_hash: str, calib
                          time.monotonic() - start, dt)
     finalize(paths, metrics, {**record, "phase_seconds": clock.laps}, so)
     return RunSummary(paths.root, table.num_rows, n_err, scored, metrics)
+
+
+def _request_gpus(n: int) -> None:
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=[{"GPU": 1}] * n)
+
+
+def _say(line: str) -> None:
+    print(f"mdps: {line}", file=sys.stderr, flush=True)
 
 
 def _pipeline(job: ScoreJobConfig, cfg: MdpsConfig, table: pa.Table, plan: PoolPlan) -> ray.data.Dataset:

@@ -282,3 +282,14 @@ def test_validation_before_computing_and_error_rows_retried_after_a_fix(
     assert main(["score", "--model", str(empty_model), "--data", str(folder), "--out", str(out)]) == 2
     err_line = capsys.readouterr().err.strip()
     assert err_line.startswith("mdps: error: expected diffusion_pytorch_model.safetensors in") and "\n" not in err_line
+
+
+def test_device_cuda_on_the_embedded_ray_fails_at_once_in_one_line(ray_local, tiny_model: Path, synthetic_root: Path,
+                                                                  tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["score", "--model", str(tiny_model), "--data", str(synthetic_root), "--out", str(tmp_path),
+            "--set", "device=cuda"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("mdps: error: expected GPUs in the Ray cluster for device=cuda, got none"), err
+    assert not any(line.startswith("Traceback") for line in err)
