@@ -150,3 +150,13 @@ def test_batch_weighting_takes_the_maxima_per_repeat() -> None:
     for j in range(2):
         rows = torch.arange(j, 6, 2)
         assert torch.allclose(got[rows], maps.combine(f[rows], i[rows], 2.0, "batch"))
+
+
+def test_noise_is_the_cpu_reference_whatever_the_device() -> None:
+    """Same seed, same numbers on any device (a CUDA generator would draw Philox numbers instead)."""
+    seeds = [derive_seed(0, "a", j, "stage1") for j in range(3)]
+    reference = RowNoise(seeds, CPU).randn((3, 4, 4))
+    on_meta = RowNoise(seeds, torch.device("meta"))
+    assert torch.equal(on_meta.host_randn((3, 4, 4)), reference)
+    assert on_meta.randn((3, 4, 4)).device.type == "meta"
+    assert all(g.device.type == "cpu" for g in on_meta.generators)
