@@ -26,7 +26,7 @@ from mdps_ray.data.images import decode_image, image_size
 from mdps_ray.method.calibration import Calibration, is_anomalous, resolve_mask_threshold, stale_calibration
 from mdps_ray.method.scorer import AnomalyScorer, ScoreResult
 from mdps_ray.models.backbones import build_backbone
-from mdps_ray.models.runtime import prepare_unet, unet_denoiser
+from mdps_ray.models.runtime import check_device, prepare_unet, unet_denoiser
 from mdps_ray.storage.checkpoints import load_prior
 from mdps_ray.storage.uris import read_bytes
 from mdps_ray.storage.weights import load_backbone_weights
@@ -46,6 +46,7 @@ def build_scorer(
     (explicit config > ``transductive_threshold`` > ``calibration``).
     """
     device = torch.device(device)
+    check_device(device)
     state, backbone_digest = load_backbone_weights(config.maps.backbone, config.maps.backbone_weights, storage_options)
     backbone = build_backbone(config.maps.backbone, state)
     if isinstance(backbone, torch.nn.Module):

@@ -38,6 +38,28 @@ def unet_denoiser(unet: torch.nn.Module, precision: str = "fp32", channels_last:
     return denoise
 
 
+class DeviceError(ValueError):
+    """The device asked for cannot run this torch build (a one-line user error, not a retry loop)."""
+
+
+def check_device(device: torch.device) -> None:
+    """Preflight of a CUDA device: torch sees it, and this build has kernels for its compute capability."""
+    if device.type != "cuda":
+        return
+    build = f"torch {torch.__version__} (built for CUDA {torch.version.cuda})"
+    if not torch.cuda.is_available():
+        raise DeviceError(f"expected a usable NVIDIA GPU for device=cuda, got none: {build} sees no device; the "
+                          "driver is likely older than this build needs (CUDA 13 wheels need driver >= 580, CUDA 12.6 "
+                          "wheels >= 560): install the torch wheel for your driver, e.g. "
+                          "pip install torch --index-url https://download.pytorch.org/whl/cu126")
+    major, minor = torch.cuda.get_device_capability(device)
+    archs = torch.cuda.get_arch_list()
+    if archs and f"sm_{major}{minor}" not in archs and not any(a.startswith(f"sm_{major}") for a in archs):
+        raise DeviceError(f"expected a GPU this build supports ({', '.join(archs)}), got compute capability "
+                          f"{major}.{minor} ({torch.cuda.get_device_name(device)}) under {build}; install a torch "
+                          "wheel built for it")
+
+
 def set_tf32(device: torch.device, allowed: bool) -> None:
     """TF32 for fp32 matmuls and cuDNN convolutions on a CUDA device, explicitly (torch allows it for
     cuDNN by default, so "fp32" on a GPU would not be fp32); a no-op elsewhere."""

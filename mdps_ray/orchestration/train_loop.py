@@ -27,7 +27,7 @@ from ray.experimental import tqdm_ray
 from mdps_ray.config.method import MdpsConfig
 from mdps_ray.method.training import PriorTrainer
 from mdps_ray.models.prior import build_unet
-from mdps_ray.models.runtime import set_tf32
+from mdps_ray.models.runtime import check_device, set_tf32
 from mdps_ray.orchestration.faults import Faults, at_train_step
 from mdps_ray.storage.train_state import load_state, save_state
 from mdps_ray.storage.uris import filesystem, write_bytes
@@ -90,6 +90,7 @@ def train_func(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
+    check_device(device)
     set_tf32(device, method.runtime.tf32)
     images, keys = _shard_images(method.prior.image_size)
     torch.manual_seed(method.train.seed)

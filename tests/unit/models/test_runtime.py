@@ -77,3 +77,18 @@ def test_benchmark_reference_equals_ours_for_one_image(tiny_unet: torch.nn.Modul
     scores, maps = reference_score(ref_unet, build_backbone("random", None), y, ["a"], cfg, 0.05)
     assert torch.allclose(maps, ours.anomaly_map, atol=1e-5)
     assert torch.allclose(scores, ours.score, atol=1e-5)
+
+
+def test_a_gpu_this_torch_cannot_use_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mdps_ray.models.runtime import DeviceError, check_device
+
+    check_device(torch.device("cpu"))  # nothing to check
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match=r"sees no device; the driver is likely older than this build needs"):
+        check_device(torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (7, 0))
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_80", "sm_90"])
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "Tesla V100")
+    with pytest.raises(DeviceError, match=r"got compute capability 7\.0 \(Tesla V100\)"):
+        check_device(torch.device("cuda"))
