@@ -95,6 +95,10 @@ class TrainJobConfig(_Frozen):
     holdout_fraction: float = Field(0.1, gt=0, lt=1, description="Normal images held out for calibration.")
     target_fpr: float = Field(0.01, gt=0, lt=1, description="Image threshold's false-positive rate on normals.")
     calibrate: bool = Field(True, description="Write calibration.json after training.")
+    calibrate_where: Literal["auto", "driver", "cluster"] = Field(
+        "auto", description="Where calibration runs: cluster = a Ray task with the training's device and a "
+                            "worker's resources (auto: when use_gpu, so a small head node never holds the "
+                            "256-px autograd graphs), driver = in this process; the driver only writes the file.")
     run_name: str | None = Field(None, description="Ray Train run name (resume key); default from out and category.")
     storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options (never logged).")
 

@@ -26,6 +26,7 @@ import ray
 import ray.train
 import torch
 from PIL import Image
+from ray.experimental import tqdm_ray
 from ray.train.torch import TorchTrainer
 from safetensors.torch import load_file
 
@@ -162,6 +163,38 @@ def _final_unet(method: MdpsConfig, checkpoint_dir: Path) -> tuple[torch.nn.Modu
     return unet.eval().requires_grad_(False), meta
 
 
+def _calibrate(job: TrainJobConfig, method: MdpsConfig, unet: torch.nn.Module, holdout: list[ImageRecord],
+               digest: str) -> Calibration:
+    """Calibrate the trained prior where :attr:`TrainJobConfig.calibrate_where` says; returns the thresholds."""
+    args = (method.model_dump(mode="json"), unet.state_dict(), holdout, job.target_fpr, digest,
+            job.storage_options)
+    on_cluster = job.calibrate_where == "cluster" or (job.calibrate_where == "auto" and job.use_gpu)
+    if not on_cluster:
+        return calibrate_on(*args, use_gpu=False, bar=None)
+    task = ray.remote(num_cpus=1, num_gpus=1 if job.use_gpu else 0)(calibrate_on)
+    return ray.get(task.remote(*args, job.use_gpu, "ray"))
+
+
+def calibrate_on(method_json: dict[str, Any], state: dict[str, torch.Tensor], holdout: list[ImageRecord],
+                 target_fpr: float, digest: str, so: dict[str, Any], use_gpu: bool, bar: str | None) -> Calibration:
+    """Build the scorer on this process's device (cuda when ``use_gpu``) and fit the thresholds, with a
+    progress bar on the terminal (``bar="ray"``: Ray's bar, relayed from a task)."""
+    method = MdpsConfig.model_validate(method_json)
+    unet = build_unet(method.prior)
+    unet.load_state_dict(state)
+    device = torch.device("cuda" if use_gpu else "cpu")
+    scorer = build_scorer(unet.eval().requires_grad_(False), method, device)
+    passes = 1 if method.sampler.mask.mode == "none" else 2
+    desc, total = f"calibrating on {len(holdout)} held-out images", passes * len(holdout)
+    progress: Any = tqdm_ray.tqdm(total=total, desc=desc, unit="pass") if bar == "ray" else \
+        progress_bar(total, desc, "pass")
+    try:
+        return calibrate_local(scorer, holdout, 8, device, target_fpr=target_fpr, config_hash=method.digest(),
+                               model_digest=digest, storage_options=so, on_images=progress.update)
+    finally:
+        progress.close()
+
+
 def train_category(job: TrainJobConfig, method: MdpsConfig, root: str, category: str, model_uri: str
                    ) -> TrainedModel:
     so = job.storage_options
@@ -183,12 +216,7 @@ def train_category(job: TrainJobConfig, method: MdpsConfig, root: str, category:
     write_loss_files(losses, model_uri, so)
     calibration = None
     if job.calibrate:
-        scorer = build_scorer(unet, method, "cpu")
-        passes = 1 if method.sampler.mask.mode == "none" else 2
-        with progress_bar(passes * len(holdout), f"calibrating on {len(holdout)} held-out images", "pass") as bar:
-            calibration = calibrate_local(scorer, holdout, 8, torch.device("cpu"), target_fpr=job.target_fpr,
-                                          config_hash=method.digest(), model_digest=digest, storage_options=so,
-                                          on_images=bar.update)
+        calibration = _calibrate(job, method, unet, holdout, digest)
         save_calibration(calibration, model_uri, so)
     seconds = time.monotonic() - start
     card = {

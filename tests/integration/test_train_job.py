@@ -135,3 +135,18 @@ def test_max_minutes_counts_from_the_command_start_and_calibration_shows_progres
                                  num_workers=1, run_name="budget"))
     assert model.steps == 1 and model.calibration is not None
     assert "calibrating on" in capsys.readouterr().err
+
+
+def test_calibration_on_the_cluster_equals_calibration_in_the_driver(ray_local, synthetic_root: Path,
+                                                                      tmp_path: Path) -> None:
+    """The GPU path (auto with use_gpu) calibrates in a Ray task with the training's device; on CPU the same
+    task gives the driver's thresholds (keyed noise, same device; float noise from other thread counts)."""
+    base = dict(max_steps=2, num_workers=1)
+    [driver] = run_train_job(_job(str(synthetic_root), str(tmp_path / "d"), calibrate_where="driver", run_name="cw",
+                                  **base))
+    [cluster] = run_train_job(_job(str(synthetic_root), str(tmp_path / "c"), calibrate_where="cluster",
+                                   run_name="cw", **base))
+    a, b = cluster.calibration, driver.calibration
+    assert a is not None and b is not None and a.n_images == b.n_images and a.method_hash == b.method_hash
+    assert a.score_threshold == pytest.approx(b.score_threshold, rel=1e-4)
+    assert a.mask_threshold == pytest.approx(b.mask_threshold, rel=1e-4)
