@@ -10,7 +10,6 @@ Touch points with Ray (the loop itself is :class:`mdps_ray.method.training.Prior
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -29,25 +28,22 @@ from mdps_ray.method.training import PriorTrainer
 from mdps_ray.models.prior import build_unet
 from mdps_ray.models.runtime import check_device, set_tf32
 from mdps_ray.orchestration.faults import Faults, at_train_step
-from mdps_ray.storage.train_state import load_state, save_state
+from mdps_ray.storage.train_state import load_state, newest_complete, save_state
 from mdps_ray.storage.uris import filesystem, write_bytes
 
 
 def newest_checkpoint(uri: str, storage_options: dict[str, Any]) -> ray.train.Checkpoint | None:
-    """The complete checkpoint with the highest step under a run's storage folder, if any.
+    """The complete checkpoint with the highest step under a run's storage folder, if any
+    (:func:`~mdps_ray.storage.train_state.newest_complete`).
 
     Ray Train registers a reported checkpoint asynchronously, so after a worker dies (failover)
     or the job dies (rerun) its newest registered checkpoint can be older than the newest one on
     storage. Every worker looks at storage itself and continues from the newest there.
     """
-    fs, root = filesystem(uri, storage_options)
-    best: tuple[int, str] | None = None
-    for state in fs.glob(f"{root.rstrip('/')}/checkpoint_*/state.json") if fs.exists(root) else []:
-        step = int(json.loads(fs.cat_file(state))["step"])
-        if best is None or step > best[0]:
-            best = (step, state.rsplit("/", 1)[0])
+    best = newest_complete(uri, storage_options)
     if best is None:
         return None
+    fs, _ = filesystem(uri, storage_options)
     local = "://" not in uri or uri.startswith("file://")
     return ray.train.Checkpoint(path=best[1], filesystem=None if local else pafs.PyFileSystem(pafs.FSSpecHandler(fs)))
 

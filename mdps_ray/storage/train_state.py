@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mdps_ray.method.training import PriorTrainer
+from mdps_ray.storage.uris import fresh
 
 
 def save_state(trainer: PriorTrainer, directory: Path, elapsed: float) -> None:
@@ -48,7 +49,27 @@ def save_state(trainer: PriorTrainer, directory: Path, elapsed: float) -> None:
             str(directory / "ema.safetensors"),
         )
         meta["ema"] = {k: v for k, v in ema.items() if k != "shadow_params"}
+    # state.json is the marker: it lists every file of the checkpoint with its size, so a checkpoint whose
+    # upload was cut short (Ray Train copies the folder file by file) is recognised as incomplete
+    meta["files"] = {p.name: p.stat().st_size for p in sorted(directory.glob("*.safetensors"))}
     (directory / "state.json").write_text(json.dumps(meta))
+
+
+def newest_complete(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[int, str] | None:
+    """(step, folder) of the newest checkpoint under ``uri`` whose state.json lists files all present at
+    their recorded sizes; incomplete ones are passed over (older checkpoints without the list count)."""
+    fs, root = fresh(uri, storage_options)
+    found = []
+    for state in fs.glob(f"{root.rstrip('/')}/checkpoint_*/state.json") if fs.exists(root) else []:
+        try:
+            meta = json.loads(fs.cat_file(state))
+        except (ValueError, FileNotFoundError):
+            continue  # a torn marker: not a checkpoint
+        folder = state.rsplit("/", 1)[0]
+        files = meta.get("files", {})
+        if all(fs.exists(f"{folder}/{name}") and fs.size(f"{folder}/{name}") == size for name, size in files.items()):
+            found.append((int(meta["step"]), folder))
+    return max(found) if found else None
 
 
 def load_state(trainer: PriorTrainer, directory: Path) -> float:

@@ -68,3 +68,23 @@ def test_a_train_out_folder_given_as_the_model_gets_the_right_hint(tmp_path: Pat
         read_model_meta(str(tmp_path / "runs" / "bottle"))
     with pytest.raises(CheckpointError, match="give <out>/model of `mdps train`"):
         read_model_meta(str(tmp_path / "nothing"))
+
+
+def test_resume_takes_the_newest_complete_checkpoint(tmp_path: Path) -> None:
+    import json
+
+    from mdps_ray.storage.train_state import newest_complete
+
+    def checkpoint(step: int, written: int, recorded: int = 100) -> None:
+        folder = tmp_path / f"checkpoint_{step:06d}"
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"w" * written)
+        (folder / "state.json").write_text(json.dumps({"step": step, "files": {"model.safetensors": recorded}}))
+
+    checkpoint(2, 100)
+    checkpoint(4, 100)
+    checkpoint(6, 37)  # its upload was cut short: the marker lists 100 bytes
+    (tmp_path / "checkpoint_000008").mkdir()
+    (tmp_path / "checkpoint_000008" / "state.json").write_text('{"step": 8, "fil')  # a torn marker
+    assert newest_complete(str(tmp_path)) == (4, str(tmp_path / "checkpoint_000004"))
+    assert newest_complete(str(tmp_path / "none")) is None
