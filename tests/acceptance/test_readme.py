@@ -14,15 +14,12 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import duckdb
-import pandas as pd
-import polars as pl
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
 from tests.acceptance.readme import REPO, Block, block_with, blocks, fresh_checkout, run_script, user_env
 from tests.helpers.infra import free_port, isolation_flags, kill_cluster, ray_temp_dir
+from tests.helpers.readers import read_everywhere
 
 pytestmark = pytest.mark.slow
 EXCLUDED = {"make test": "the command that runs this suite (CI's own entry point): running it here would recurse"}
@@ -94,13 +91,7 @@ def test_a_new_user_walks_the_local_path(checkout: Path, tmp_path: Path) -> None
 
 def _same_rows_everywhere(results: Path, n: int) -> None:
     """pandas, pyarrow (table and dataset), DuckDB and polars read results/ as the same n rows."""
-    frames = {
-        "pandas": pd.read_parquet(results),
-        "pyarrow": pq.read_table(results).to_pandas(),
-        "dataset": ds.dataset(results, format="parquet").to_table().to_pandas(),
-        "duckdb": duckdb.sql(f"select * from read_parquet('{results}/**/*.parquet')").df(),
-        "polars": pl.read_parquet(f"{results}/**/*.parquet").to_pandas(),
-    }
+    frames = read_everywhere(results)
     for name, df in frames.items():
         assert len(df) == n, name
         got = df.sort_values("image_id").reset_index(drop=True)

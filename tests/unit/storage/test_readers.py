@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
-import pandas as pd
-import polars as pl
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
-
 from mdps_ray.storage.results import rows_to_table
 from mdps_ray.storage.runs import RunPaths, commit
+from tests.helpers.readers import read_everywhere
 
 
 def _commit(tmp_path: Path) -> Path:
@@ -24,13 +19,7 @@ def _commit(tmp_path: Path) -> Path:
 def test_pandas_pyarrow_duckdb_and_polars_read_the_same_rows(tmp_path: Path) -> None:
     results = _commit(tmp_path)
     expected = sorted((f"{c}/{i}", c, float(i)) for c in ("bottle", "cable") for i in range(3))
-    frames = {
-        "pandas": pd.read_parquet(results),
-        "pyarrow": pq.read_table(results).to_pandas(),
-        "dataset": ds.dataset(results, format="parquet").to_table().to_pandas(),
-        "duckdb": duckdb.sql(f"select * from read_parquet('{results}/**/*.parquet')").df(),
-        "polars": pl.read_parquet(f"{results}/**/*.parquet").to_pandas(),
-    }
+    frames = read_everywhere(results)
     for name, df in frames.items():
         got = sorted(zip(df["image_id"], df["category"].astype(str), df["score"], strict=True))
         assert got == expected, name
