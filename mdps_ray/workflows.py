@@ -27,9 +27,9 @@ from mdps_ray.method.training import PriorTrainer, fit_prior
 from mdps_ray.metrics import functional as F
 from mdps_ray.metrics.alignment import align
 from mdps_ray.metrics.reconstruction import psnr, ssim
-from mdps_ray.metrics.reduce import RowLoaders, reduce_rows
+from mdps_ray.metrics.reduce import REDUCE_COLUMNS, RowLoaders, reduce_table
 from mdps_ray.storage.checkpoints import save_calibration
-from mdps_ray.storage.results import load_map
+from mdps_ray.storage.maps import read_map
 from mdps_ray.storage.runs import RunPaths, read_results
 from mdps_ray.storage.uris import exists, read_json, write_json
 
@@ -158,8 +158,8 @@ def evaluate_run(run_dir: str, storage_options: dict[str, Any] | None = None, wr
         raise FileNotFoundError(f"expected a committed run (with _SUCCESS) at {run_dir}, found none")
     record = read_json(paths.run_json, storage_options)
     cfg = validate(MdpsConfig, upgrade_stored(record["method"]), source=paths.run_json)
-    rows = read_results(paths, storage_options).to_pylist()
-    metrics = reduce_rows(rows, cfg.prior.image_size, cfg.maps.crop, stored_loaders(storage_options))
+    rows = read_results(paths, storage_options, columns=REDUCE_COLUMNS)
+    metrics = reduce_table(rows, cfg.prior.image_size, cfg.maps.crop, stored_loaders(storage_options))
     if write:
         write_json(paths.metrics, metrics, storage_options)
     return metrics
@@ -168,6 +168,6 @@ def evaluate_run(run_dir: str, storage_options: dict[str, Any] | None = None, wr
 def stored_loaders(storage_options: dict[str, Any] | None = None) -> RowLoaders:
     """The reduce's loaders bound to a store: maps as float16 .npy objects, masks as images."""
     so = dict(storage_options or {})
-    return RowLoaders(anomaly_map=functools.partial(load_map, storage_options=so),
+    return RowLoaders(anomaly_map=functools.partial(read_map, storage_options=so),
                       mask=functools.partial(read_mask, storage_options=so),
                       mask_side=functools.partial(mask_side, storage_options=so))

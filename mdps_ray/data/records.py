@@ -27,6 +27,8 @@ class ImageRecord:
         category, split, defect_type: from the layout.
         label: 0 normal, 1 anomalous, None unknown.
         mask_uri: ground-truth mask, or None (normal images and unlabelled data).
+        stat: what the listing said of the object (size, ETag or mtime, type), so the manifest needs
+            no lookup per object; None when the listing did not say (a user manifest).
     """
 
     uri: str
@@ -36,6 +38,23 @@ class ImageRecord:
     defect_type: str
     label: int | None
     mask_uri: str | None
+    stat: Stat | None = None
+
+
+@dataclass(frozen=True)
+class Stat:
+    """An object's metadata from one listing page: size, ETag (object stores), mtime, type."""
+
+    size: int
+    etag: str
+    mtime: str
+    type: str
+
+    @classmethod
+    def of(cls, info: dict[str, Any]) -> Stat:
+        return cls(int(info.get("size") or 0), str(info.get("ETag") or info.get("etag") or "").strip('"'),
+                   str(info.get("mtime") or info.get("LastModified") or info.get("created") or ""),
+                   str(info.get("type") or "file"))
 
 
 def _uri(fs: Any, path: str, root_uri: str) -> str:
@@ -57,11 +76,12 @@ def list_mvtec(root_uri: str, split: str = "test", storage_options: dict[str, An
     if not fs.isdir(split_dir):
         raise FileNotFoundError(f"expected an MVTec-layout folder {root_uri}/{split}/<defect>/, found none")
     records = []
-    for defect_dir in sorted(p for p in fs.ls(split_dir, detail=False) if fs.isdir(p)):
+    for defect_dir in sorted(e["name"] for e in fs.ls(split_dir, detail=True) if e.get("type") == "directory"):
         defect = defect_dir.rstrip("/").rsplit("/", 1)[-1]
         normal = defect in NORMAL_NAMES
         masks = {} if normal else _mask_index(fs, f"{root}/ground_truth/{defect}")
-        images = [p for p in sorted(fs.ls(defect_dir, detail=False)) if p.lower().endswith(IMAGE_SUFFIXES)]
+        listed = {e["name"]: e for e in fs.ls(defect_dir, detail=True)}  # one paginated listing, with metadata
+        images = [p for p in sorted(listed) if p.lower().endswith(IMAGE_SUFFIXES)]
         for path, stem in zip(images, id_stems([p.rsplit("/", 1)[-1] for p in images]), strict=True):
             mask = masks.get(path.rsplit("/", 1)[-1].rsplit(".", 1)[0])
             records.append(
@@ -73,6 +93,7 @@ def list_mvtec(root_uri: str, split: str = "test", storage_options: dict[str, An
                     defect_type=defect,
                     label=0 if normal else 1,
                     mask_uri=None if mask is None else _uri(fs, mask, root_uri),
+                    stat=Stat.of(listed[path]),
                 )
             )
     return records
@@ -104,10 +125,11 @@ def list_folder(uri: str, storage_options: dict[str, Any] | None = None) -> list
     fs, root = fresh(uri, storage_options)
     root = root.rstrip("/")
     category = PurePosixPath(root).name
-    images = [p for p in sorted(fs.find(root)) if p.lower().endswith(IMAGE_SUFFIXES)]
+    listed = fs.find(root, detail=True)  # one recursive, paginated listing, with metadata
+    images = [p for p in sorted(listed) if p.lower().endswith(IMAGE_SUFFIXES)]
     rels = id_stems([p[len(root):].lstrip("/") for p in images])
     return [ImageRecord(fs.unstrip_protocol(path) if "://" in uri else path, f"{category}/{rel}", category, "", "",
-                        None, None) for path, rel in zip(images, rels, strict=True)]
+                        None, None, Stat.of(listed[path])) for path, rel in zip(images, rels, strict=True)]
 
 
 def id_stems(names: list[str]) -> list[str]:
@@ -119,7 +141,8 @@ def id_stems(names: list[str]) -> list[str]:
 
 
 def read_manifest_file(uri: str, storage_options: dict[str, Any] | None = None) -> list[ImageRecord]:
-    """A user manifest (Parquet or CSV) with a ``uri`` column and optional category/label/mask_uri."""
+    """A user manifest (Parquet or CSV) with a ``uri`` column and optional category/label/mask_uri/image_id,
+    and optional ``etag`` (with ``size``): an object's version as given, so it is not looked up."""
     data = read_bytes(uri, storage_options)
     table = pq.read_table(io.BytesIO(data)) if uri.endswith(".parquet") else pacsv.read_csv(io.BytesIO(data))
     if "uri" not in table.column_names:
@@ -133,8 +156,11 @@ def read_manifest_file(uri: str, storage_options: dict[str, Any] | None = None) 
         if label not in (None, 0, 1):
             raise ValueError(f"expected labels 0 (normal), 1 (anomalous) or empty in the manifest {uri}, got "
                              f"{label!r} for {row['uri']}; fix the manifest before scoring")
+        stat = None  # looked up by the manifest builder, unless the user's manifest gives the version
+        if row.get("etag"):
+            stat = Stat(int(row.get("size") or 0), str(row["etag"]).strip('"'), "", "file")
         out.append(ImageRecord(str(row["uri"]), str(row.get("image_id") or stem), category, "", "",
-                               None if label is None else int(label), row.get("mask_uri") or None))
+                               None if label is None else int(label), row.get("mask_uri") or None, stat))
     return out
 
 

@@ -27,7 +27,7 @@ from mdps_ray.config.method import MdpsConfig
 from mdps_ray.core.masking import transductive_threshold
 from mdps_ray.data.decode import decode_batch
 from mdps_ray.method.calibration import Calibration
-from mdps_ray.metrics.reduce import reduce_rows, shard_states
+from mdps_ray.metrics.reduce import REDUCE_COLUMNS, reduce_table, shard_states
 from mdps_ray.orchestration.cluster import PoolPlan, can_grow, init_ray, wait_for_pool
 from mdps_ray.orchestration.faults import Faults, at_phase
 from mdps_ray.orchestration.progress import progress_bar
@@ -46,16 +46,19 @@ from mdps_ray.orchestration.score_plan import (
 )
 from mdps_ray.orchestration.score_worker import ScoringWorker, StageOneRange
 from mdps_ray.storage.claims import check_committed, check_identity, leased
+from mdps_ray.storage.ledger import write_entry
 from mdps_ray.storage.runs import RunPaths, commit, finalize, staged_rows
 from mdps_ray.storage.uris import exists, join, read_json, remove, write_json
 from mdps_ray.workflows import stored_loaders
 
 
-def run_score_job(job: ScoreJobConfig) -> RunSummary:
+def run_score_job(job: ScoreJobConfig, *, scorer_double: bool = False) -> RunSummary:
     """Score ``job.data`` into ``<out>/<run_id>/`` on the current Ray cluster; returns the summary.
 
     A committed run with the same identity is returned as it is; otherwise the run is written under
     its lease (one writer per run id) and resumes what an attempt with the same identity staged.
+    ``scorer_double`` puts the zero-cost scorer double (mdps_ray/testing) in the actors, for the scale
+    benchmark and tests only; its run.json says so.
     """
     start = time.monotonic()
     job = with_absolute_paths(job)
@@ -73,7 +76,7 @@ def run_score_job(job: ScoreJobConfig) -> RunSummary:
         if committed is not None:
             return committed
         check_identity(paths, identity, so, job.restart)
-        return _run(job, cfg, digest, cfg_hash, calibration, paths, listed, dt, start)
+        return _run(job, cfg, digest, cfg_hash, calibration, paths, listed, dt, start, scorer_double)
 
 
 def _committed(paths: RunPaths, identity: dict[str, Any], so: dict[str, Any]) -> RunSummary | None:
@@ -87,7 +90,8 @@ def _committed(paths: RunPaths, identity: dict[str, Any], so: dict[str, Any]) ->
 
 
 def _run(job: ScoreJobConfig, cfg: MdpsConfig, digest: str, cfg_hash: str, calibration: Calibration | None,
-         paths: RunPaths, listed: pa.Table | None, dt: str | None, start: float) -> RunSummary:
+         paths: RunPaths, listed: pa.Table | None, dt: str | None, start: float, scorer_double: bool
+         ) -> RunSummary:
     so = job.storage_options
     clock, faults = PhaseClock(), Faults.from_env()
     manifest = load_or_list_manifest(job, paths, cfg_hash, digest, listed)
@@ -102,11 +106,12 @@ def _run(job: ScoreJobConfig, cfg: MdpsConfig, digest: str, cfg_hash: str, calib
     if cfg.sampler.mask.mode == "transductive":
         threshold = _transductive_threshold(job, cfg, manifest, plan, paths)
         clock.lap("transductive_pass")
-    scored = _score(job, cfg, pending, plan, paths, dt, threshold) if pending.num_rows else 0
+    scored = _score(job, cfg, pending, plan, paths, dt, threshold, scorer_double) if pending.num_rows else 0
     clock.lap("score")
     table = staged_rows(paths, so)
     check_complete(manifest, table, job.max_error_fraction, digest, cfg_hash)
     commit(paths, table, so)
+    write_entry(paths, table, so)
     clock.lap("commit")
     at_phase(faults, "committed")
     metrics = _reduce(table, cfg, calibration, so, job.reduce_shard_rows)
@@ -115,6 +120,8 @@ def _run(job: ScoreJobConfig, cfg: MdpsConfig, digest: str, cfg_hash: str, calib
     n_err = int(pc.sum(pc.equal(table.column("status"), "error")).as_py() or 0)
     record = _run_record(job, cfg, digest, cfg_hash, calibration, plan, table, n_err, scored,
                          time.monotonic() - start, dt)
+    if scorer_double:
+        record["scorer"] = "zero-cost scorer double (mdps_ray/testing): not a model's scores"
     finalize(paths, metrics, {**record, "phase_seconds": clock.laps}, so)
     return RunSummary(paths.root, table.num_rows, n_err, scored, metrics)
 
@@ -146,13 +153,13 @@ def _actor_args(plan: PoolPlan) -> dict[str, Any]:
 
 
 def _score(job: ScoreJobConfig, cfg: MdpsConfig, pending: pa.Table, plan: PoolPlan, paths: RunPaths,
-           dt: str | None, threshold: float | None) -> int:
+           dt: str | None, threshold: float | None, scorer_double: bool) -> int:
     ds = _pipeline(job, cfg, pending, plan).map_batches(
         ScoringWorker, batch_size=job.batch_size, **_actor_args(plan),
         fn_constructor_kwargs={"job": job.model_dump(mode="json"), "run_id": paths.run_id, "dt": dt,
                                "device": plan.device, "mask_threshold": threshold, "num_threads": plan.threads,
                                "driver_pid": os.getpid(),
-                               "faults": Faults.from_env().as_dict()})
+                               "faults": Faults.from_env().as_dict(), "scorer_double": scorer_double})
     done = 0
     with progress_bar(pending.num_rows, f"scoring {paths.run_id}", "img") as bar:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -187,16 +194,17 @@ def _shard_task(*args: Any) -> Any:
 
 def _reduce(table: pa.Table, cfg: MdpsConfig, calibration: Calibration | None, so: dict[str, Any],
             shard_rows: int) -> dict[str, Any]:
-    """Metrics from mergeable shard states: Ray tasks over shards of ``reduce_shard_rows`` rows; a run
+    """Metrics from mergeable shard states: Ray tasks over Arrow shards of ``reduce_shard_rows`` rows; a run
     that fits one shard is reduced here, which saves starting task workers for a second of work."""
-    rows = table.filter(pc.equal(table.column("status"), "ok")).to_pylist()
-    shards = max(1, -(-len(rows) // shard_rows))
+    ok = table.filter(pc.equal(table.column("status"), "ok")).select(REDUCE_COLUMNS)
 
     def mapper(args: Any) -> Any:
+        args = list(args)
+        if len(args) == 1:
+            return [shard_states(*args[0])]
         return ray.get([_shard_task.remote(*a) for a in args])
 
-    return reduce_rows(rows, cfg.prior.image_size, cfg.maps.crop, stored_loaders(so), shards=shards,
-                       mapper=mapper if shards > 1 else None)
+    return reduce_table(ok, cfg.prior.image_size, cfg.maps.crop, stored_loaders(so), shard_rows, mapper)
 
 
 def _run_record(job: ScoreJobConfig, cfg: MdpsConfig, digest: str, cfg_hash: str, cal: Calibration | None,

@@ -27,8 +27,9 @@ from mdps_ray.data.manifest import build_manifest
 from mdps_ray.data.records import list_records
 from mdps_ray.method.calibration import Calibration, stale_calibration
 from mdps_ray.storage.checkpoints import load_calibration, read_model_meta
+from mdps_ray.storage.ledger import scored_keys
 from mdps_ray.storage.results import RESULTS_SCHEMA_VERSION, read_table, table_bytes
-from mdps_ray.storage.runs import RunPaths, committed_runs, read_results
+from mdps_ray.storage.runs import RunPaths
 from mdps_ray.storage.uris import absolute, exists, write_bytes
 
 
@@ -112,10 +113,13 @@ def list_manifest(job: ScoreJobConfig) -> pa.Table:
 
 
 def listing_digest(manifest: pa.Table) -> str:
-    """A digest of (image id, content key) over a listing, order-free."""
-    lines = sorted(f"{i}\t{k}" for i, k in zip(manifest.column("image_id").to_pylist(),
-                                               manifest.column("content_key").to_pylist(), strict=True))
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+    """A digest of (image id, content key) over a listing, order-free (sorted in Arrow, hashed in chunks)."""
+    pairs = manifest.select(["image_id", "content_key"]).sort_by("image_id")
+    h = hashlib.sha256()
+    for k, batch in enumerate(pairs.to_batches(max_chunksize=65_536)):
+        lines = pc.binary_join_element_wise(batch.column(0), batch.column(1), "\t")
+        h.update(("\n" if k else "").encode() + "\n".join(lines.to_pylist()).encode())
+    return h.hexdigest()[:16]
 
 
 def run_paths(job: ScoreJobConfig, model_digest: str, config_hash: str, dt: str | None
@@ -144,23 +148,18 @@ def load_or_list_manifest(job: ScoreJobConfig, paths: RunPaths, cfg_hash: str, d
 
 def skip_already_scored(table: pa.Table, out: str, digest: str, cfg_hash: str, so: dict[str, Any]) -> pa.Table:
     """The nightly skip: drop images whose (content key, model digest, config hash) a committed run
-    under ``out`` already holds. ``content_key`` is the manifest's (data/manifest.py)."""
-    done: set[str] = set()
-    for run_id in committed_runs(out, so):
-        rows = read_results(RunPaths(out, run_id), so)
-        same = pc.and_(pc.equal(rows.column("model_digest"), digest), pc.equal(rows.column("config_hash"), cfg_hash))
-        done |= set(rows.filter(same).column("content_key").to_pylist())
-    keep = [k not in done for k in table.column("content_key").to_pylist()]
-    return table.filter(pa.array(keep, type=pa.bool_()))
+    under ``out`` already holds, joined in Arrow against the ledger (storage/ledger.py), so the plan's
+    cost follows the ledger's few columns, not every committed run's results. ``content_key`` is the
+    manifest's (data/manifest.py)."""
+    done = scored_keys(out, digest, cfg_hash, so)
+    return table.filter(pc.invert(pc.is_in(table.column("content_key"), value_set=done)))
 
 
 def pending_rows(manifest: pa.Table, staged: pa.Table) -> pa.Table:
     """Manifest rows without a staged ``ok`` row yet (what a resume still has to score: error rows are
     retried, so a read that timed out in the crashed attempt is scored now)."""
-    ok = staged.filter(pc.equal(staged.column("status"), "ok"))
-    done = set(ok.column("image_id").to_pylist())
-    keep = [i not in done for i in manifest.column("image_id").to_pylist()]
-    return manifest.filter(pa.array(keep, type=pa.bool_()))
+    ok = staged.filter(pc.equal(staged.column("status"), "ok")).column("image_id").combine_chunks()
+    return manifest.filter(pc.invert(pc.is_in(manifest.column("image_id"), value_set=ok)))
 
 
 def run_identity(job: ScoreJobConfig, model_digest: str, config_hash: str, dt: str | None) -> dict[str, Any]:
@@ -181,15 +180,16 @@ def check_complete(manifest: pa.Table, table: pa.Table, max_error_fraction: floa
         if foreign.num_rows:
             raise RunFailed(f"expected every staged row from model {model_digest} with config {config_hash}, got "
                             f"{foreign.num_rows} from another; nothing was committed (rerun with --restart)")
-    expected = set(manifest.column("image_id").to_pylist())
-    got = set(table.column("image_id").to_pylist())
-    if expected - got:
-        raise RunFailed(f"expected a row for each of {len(expected)} inputs, {len(expected - got)} are missing")
+    expected = manifest.num_rows
+    missing = int(pc.sum(pc.invert(pc.is_in(manifest.column("image_id"),
+                                            value_set=table.column("image_id").combine_chunks()))).as_py() or 0)
+    if missing:
+        raise RunFailed(f"expected a row for each of {expected} inputs, {missing} are missing")
     n_err = int(pc.sum(pc.equal(table.column("status"), "error")).as_py() or 0)
-    if expected and n_err / len(expected) > max_error_fraction:
+    if expected and n_err / expected > max_error_fraction:
         bad = table.filter(pc.equal(table.column("status"), "error")).slice(0, 1).to_pylist()[0]
-        raise RunFailed(f"{n_err} of {len(expected)} inputs could not be scored "
-                        f"({n_err / len(expected):.1%} > max_error_fraction {max_error_fraction:.1%}), e.g. "
+        raise RunFailed(f"{n_err} of {expected} inputs could not be scored "
+                        f"({n_err / expected:.1%} > max_error_fraction {max_error_fraction:.1%}), e.g. "
                         f"{bad['image_id']}: {bad['error']}; nothing was committed (the error rows are staged "
                         "under the run's _staging/; fix the inputs or raise max_error_fraction and rerun)")
 

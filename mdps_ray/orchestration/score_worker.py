@@ -1,8 +1,10 @@
 """Batch scoring work units, plain Python: what a Ray actor wraps and tests call directly.
 
 - :class:`ScoringWorker` (one per actor): loads the prior, backbone and calibration once;
-  each call scores the decodable images of a batch, writes their maps, and stages one Parquet
-  part with a row per image (ok or error). It returns a small summary.
+  each call scores the decodable images of a batch, writes their maps and reconstructions as one
+  chunk object, then stages one Parquet part with a row per image (ok or error): two objects per
+  batch, the part last, so a staged row never names a map that was not written. It returns a small
+  summary.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import torch
 from mdps_ray.api import Detector
 from mdps_ray.config.jobs import ScoreJobConfig
 from mdps_ray.data.decode import Batch
-from mdps_ray.data.images import encode_png
 from mdps_ray.method.calibration import is_anomalous
 from mdps_ray.method.scorer import ScoreResult
 from mdps_ray.orchestration.faults import Faults, after_staged_batch
-from mdps_ray.storage.results import part_name, rows_to_table, save_map, table_bytes, text_or_none
-from mdps_ray.storage.runs import RunPaths
+from mdps_ray.storage.maps import member_uri, write_chunk
+from mdps_ray.storage.results import part_name, rows_to_table, table_bytes, text_or_none
+from mdps_ray.storage.runs import RunPaths, object_key
 from mdps_ray.storage.uris import join, write_bytes
+from mdps_ray.testing.scorer_double import ZeroCostDetector
 
 
 class ScoringWorker:
@@ -30,14 +33,16 @@ class ScoringWorker:
 
     def __init__(self, job: dict[str, Any], run_id: str, dt: str | None, device: str,
                  mask_threshold: float | None = None, num_threads: int | None = None,
-                 driver_pid: int | None = None, faults: dict[str, Any] | None = None) -> None:
+                 driver_pid: int | None = None, faults: dict[str, Any] | None = None,
+                 scorer_double: bool = False) -> None:
         if num_threads:
             torch.set_num_threads(num_threads)
         self.job = ScoreJobConfig.model_validate(job)
         self.paths = RunPaths(self.job.out, run_id)
         self.dt = dt
         self.so = self.job.storage_options
-        self.detector = Detector.load(self.job.model, device=device, storage_options=self.so,
+        loader = ZeroCostDetector if scorer_double else Detector
+        self.detector = loader.load(self.job.model, device=device, storage_options=self.so,
                                       overrides=self.job.method_patch(), transductive_threshold=mask_threshold,
                                       check_calibration=False)  # the driver warned already
         self.config = self.detector.config
@@ -48,6 +53,7 @@ class ScoringWorker:
 
     def __call__(self, batch: Batch) -> Batch:
         start = time.monotonic()
+        part = part_name([str(x) for x in batch["image_id"]])
         ok = [i for i, e in enumerate(batch["decode_error"]) if not e]
         rows = [self._error_row(batch, i) for i, e in enumerate(batch["decode_error"]) if e]
         if ok:
@@ -55,9 +61,13 @@ class ScoringWorker:
             y = torch.from_numpy(np.stack([batch["pixels"][i] for i in ok])).to(self.detector.device)
             host = self._to_host(self.detector.scorer.score(y, ids))
             seconds = (time.monotonic() - start) / len(ok)
-            rows += [self._ok_row(batch, i, k, host, seconds) for k, i in enumerate(ok)]
-        write_bytes(join(self.paths.staging, part_name([str(x) for x in batch["image_id"]])),
-                    table_bytes(rows_to_table(rows)), self.so)
+            chunk = self.paths.chunk_uri(part) if self.job.write_maps else None
+            rows += [self._ok_row(batch, i, k, host, seconds, chunk) for k, i in enumerate(ok)]
+            if chunk is not None:
+                keys = [object_key(i) for i in ids]
+                write_chunk(chunk, dict(zip(keys, host["map"], strict=True)),
+                            dict(zip(keys, host["recon"], strict=True)), self.so)
+        write_bytes(join(self.paths.staging, part), table_bytes(rows_to_table(rows)), self.so)
         self.batches += 1
         after_staged_batch(self.faults, self.batches, self.driver_pid, join(self.paths.root, "_fault_actor_killed"),
                            self.so)
@@ -88,18 +98,16 @@ class ScoringWorker:
             "score": scores.numpy(),
             "is_anomalous": None if cal is None else is_anomalous(scores, cal.score_threshold).numpy(),
             "map": result.anomaly_map[:, 0].detach().float().cpu().numpy(),
-            "recon": result.reconstruction.detach().float().cpu(),
+            "recon": ((result.reconstruction.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte()
+            .permute(0, 2, 3, 1).cpu().numpy(),
             "area": None if result.mask is None else result.mask.float().mean(dim=(1, 2, 3)).cpu().numpy(),
         }
 
-    def _ok_row(self, batch: Batch, i: int, k: int, host: dict[str, Any], seconds: float) -> dict[str, Any]:
+    def _ok_row(self, batch: Batch, i: int, k: int, host: dict[str, Any], seconds: float,
+                chunk: str | None) -> dict[str, Any]:
         row = self._base_row(batch, i)
         amap = host["map"][k]
-        map_uri = None
-        if self.job.write_maps:
-            map_uri = self.paths.map_uri(row["image_id"])
-            save_map(amap, map_uri, self.so)
-            write_bytes(self.paths.recon_uri(row["image_id"]), encode_png(host["recon"][k]), self.so)
+        map_uri = None if chunk is None else member_uri(chunk, object_key(row["image_id"]))
         flags, area = host["is_anomalous"], host["area"]
         return {
             **row, "status": "ok", "error": None, "score": float(host["score"][k]),

@@ -101,7 +101,7 @@ def load_prior(uri: str, storage_options: dict[str, Any] | None = None) -> Loade
     meta, config = read_model_meta(uri, storage_options)
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("config.json", WEIGHTS_NAME):
-            Path(tmp, name).write_bytes(read_bytes(join(uri, "unet", name), storage_options))
+            Path(tmp, name).write_bytes(read_bytes(join(uri, "unet", name), storage_options, concurrent=True))
         unet = UNet2DModel.from_pretrained(tmp, use_safetensors=True, low_cpu_mem_usage=False)
     unet.eval().requires_grad_(False)
     digest = weights_digest(unet)

@@ -1,4 +1,4 @@
-"""Per-image result rows: the versioned Arrow schema, maps as objects, Parquet parts."""
+"""Per-image result rows: the versioned Arrow schema and Parquet parts (maps: ``storage/maps.py``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mdps_ray.storage.uris import read_bytes, write_bytes
+from mdps_ray.storage.uris import read_bytes
 
 RESULTS_SCHEMA_VERSION = 2
 _V1_FIELDS: list[tuple[str, pa.DataType]] = [
@@ -81,17 +81,6 @@ def read_table(uri: str, storage_options: dict[str, Any] | None = None) -> pa.Ta
 def part_name(image_ids: list[str]) -> str:
     """A part file name determined by the image ids it holds (a retried batch rewrites the same file)."""
     return "part-" + hashlib.sha256("\n".join(sorted(image_ids)).encode()).hexdigest()[:20] + ".parquet"
-
-
-def save_map(amap: np.ndarray, uri: str, storage_options: dict[str, Any] | None = None) -> None:
-    """An anomaly map (H, W) as float16 .npy (no pickle)."""
-    buf = io.BytesIO()
-    np.save(buf, amap.astype(np.float16), allow_pickle=False)
-    write_bytes(uri, buf.getvalue(), storage_options)
-
-
-def load_map(uri: str, storage_options: dict[str, Any] | None = None) -> np.ndarray:
-    return np.load(io.BytesIO(read_bytes(uri, storage_options)), allow_pickle=False).astype(np.float32)
 
 
 def text_or_none(value: Any) -> str | None:

@@ -2,12 +2,15 @@
 
     <out>/<run_id>/run.json  manifest.parquet  results/  errors/  maps/  metrics.json  _SUCCESS
     <out>/<run_id>/_staging/part-*.parquet     (while the run is in progress)
+    <out>/_ledger/                             (what every committed run scored: storage/ledger.py)
 
 The life of a run, in order:
   1. stage: each scored batch writes one part under ``_staging/``, named by its image ids
      (:func:`~mdps_ray.storage.results.part_name`), so a retried batch rewrites the same file;
-  2. resume: :func:`staged_rows` reads every part back, one row per image (:func:`dedup`);
-  3. :func:`commit`: ``results/<category>/[<dt>/]part-00000.parquet`` and ``errors/`` from those rows;
+     and its maps as one chunk ``maps/part-*.npz`` (storage/maps.py), written before the part;
+  2. resume: :func:`staged_rows` reads every part back (in parallel), one row per image (:func:`dedup`);
+  3. :func:`commit`: ``results/<category>/[<dt>/]part-NNNNN.parquet`` (at most :data:`PART_ROWS` rows
+     each) and ``errors/`` from those rows, then the run's ledger file;
   4. :func:`finalize`: ``metrics.json``, ``run.json``, then ``_SUCCESS`` last, then ``_staging/`` removed.
 Readers trust a run only once ``_SUCCESS`` exists (:func:`committed_runs`).
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,11 +52,12 @@ class RunPaths:
     results = property(lambda self: self._file("results"))
     errors = property(lambda self: self._file("errors"))
 
-    def map_uri(self, image_id: str) -> str:
-        return join(self.root, "maps", f"{object_key(image_id)}.npy")
+    def chunk_uri(self, part: str) -> str:
+        """The maps chunk of the staged part named ``part`` (storage/maps.py)."""
+        return join(self.root, "maps", part.removesuffix(".parquet") + ".npz")
 
     def recon_uri(self, image_id: str) -> str:
-        """The mean posterior sample of an image, as 8-bit PNG (for reports)."""
+        """Where runs written before map chunks kept an image's reconstruction (8-bit PNG)."""
         return join(self.root, "recons", f"{object_key(image_id)}.png")
 
 
@@ -73,10 +78,28 @@ def object_key(name: str) -> str:
     return f"{stem}~{hashlib.sha256(name.encode()).hexdigest()[:20]}"
 
 
+# Rows per committed result file: a partition of 10⁶ rows is ten files a reader can take in parallel.
+PART_ROWS = 100_000
+# Concurrent reads of staged parts: S3 GETs are latency-bound, so the commit keeps many in flight.
+READ_THREADS = 16
+
+
+def read_tables(uris: list[str], storage_options: dict[str, Any] | None = None,
+                columns: list[str] | None = None) -> list[pa.Table]:
+    """Parquet objects read concurrently (in ``uris`` order), each upgraded to the current schema."""
+    def one(uri: str) -> pa.Table:
+        table = upgrade(read_table(uri, storage_options))
+        return table.select(columns) if columns else table
+
+    if len(uris) <= 1:
+        return [one(u) for u in uris]
+    with ThreadPoolExecutor(min(READ_THREADS, len(uris))) as pool:
+        return list(pool.map(one, uris))
+
+
 def staged_rows(paths: RunPaths, storage_options: dict[str, Any] | None = None) -> pa.Table:
     """All staged rows of a run, one per image id (a retried batch may have written a part twice)."""
-    parts = [upgrade(read_table(u, storage_options))
-             for u in list_files(paths.staging, ".parquet", storage_options)]
+    parts = read_tables(list_files(paths.staging, ".parquet", storage_options), storage_options)
     if not parts:
         return RESULT_SCHEMA.empty_table()
     table = pa.concat_tables(parts)
@@ -86,31 +109,43 @@ def staged_rows(paths: RunPaths, storage_options: dict[str, Any] | None = None) 
 
 def dedup(table: pa.Table) -> pa.Table:
     """Keep one row per image id: its first ``ok`` row, else its first row (an error row that a resume
-    retried successfully gives way to the scored row)."""
-    ids = table.column("image_id").to_pylist()
-    failed = pc.not_equal(table.column("status"), "ok").to_pylist()
-    order = sorted(range(len(ids)), key=lambda i: bool(failed[i]))  # stable: ok rows first, then by position
-    seen: set[str] = set()
-    keep = sorted(i for i in order if not (ids[i] in seen or seen.add(ids[i])))  # type: ignore[func-returns-value]
-    return table.take(pa.array(keep, type=pa.int64()))
+    retried successfully gives way to the scored row). Arrow sorts; no Python object per row."""
+    if table.num_rows == 0:
+        return table
+    keyed = pa.table({"id": table.column("image_id"),
+                      "failed": pc.not_equal(table.column("status"), "ok").cast(pa.int8()),
+                      "pos": pa.array(range(table.num_rows), type=pa.int64())})
+    order = pc.sort_indices(keyed, [("id", "ascending"), ("failed", "ascending"), ("pos", "ascending")])
+    ids = pc.take(keyed.column("id"), order).combine_chunks()
+    starts = pa.concat_arrays([pa.array([True]), pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1))])
+    kept = pc.filter(pc.take(keyed.column("pos"), order).combine_chunks(), starts)
+    return table.take(pc.take(kept, pc.array_sort_indices(kept)))
 
 
 def commit(paths: RunPaths, table: pa.Table, storage_options: dict[str, Any] | None = None) -> None:
-    """Write results/<category>/[<dt>/]part-00000.parquet and errors/ from the staged rows."""
+    """Write results/<category>/[<dt>/]part-NNNNN.parquet and errors/ from the staged rows."""
     check_schema(table)
     ok = table.filter(pc.equal(table.column("status"), "ok"))
     bad = table.filter(pc.equal(table.column("status"), "error"))
-    for category in sorted(set(ok.column("category").to_pylist())):
+    for category in pc.unique(ok.column("category")).to_pylist():
         part = ok.filter(pc.equal(ok.column("category"), category))
-        for dt in sorted({d for d in part.column("dt").to_pylist()}, key=str):
+        for dt in pc.unique(part.column("dt")).to_pylist():
             rows = part.filter(pc.is_null(part.column("dt")) if dt is None else pc.equal(part.column("dt"), dt))
             # Plain folder names, not hive ``key=value``: category and dt are columns of every file, and a
             # hive folder of the same name makes pandas/pyarrow refuse the dataset (two sources of one column).
             sub = object_key(category) + ("" if dt is None else f"/{object_key(dt)}")
-            rows = rows.sort_by("image_id")
-            write_bytes(join(paths.results, sub, "part-00000.parquet"), table_bytes(rows), storage_options)
+            _write_parts(join(paths.results, sub), rows.sort_by("image_id"), storage_options)
     if bad.num_rows:
-        write_bytes(join(paths.errors, "part-00000.parquet"), table_bytes(bad.sort_by("image_id")), storage_options)
+        _write_parts(paths.errors, bad.sort_by("image_id"), storage_options)
+
+
+def _write_parts(folder: str, rows: pa.Table, storage_options: dict[str, Any] | None) -> None:
+    """``rows`` as ``part-00000.parquet``, ``part-00001.parquet``, … of at most :data:`PART_ROWS` rows each."""
+    starts = range(0, max(rows.num_rows, 1), PART_ROWS)
+    with ThreadPoolExecutor(min(4, len(starts))) as pool:
+        list(pool.map(lambda k_s: write_bytes(join(folder, f"part-{k_s[0]:05d}.parquet"),
+                                              table_bytes(rows.slice(k_s[1], PART_ROWS)), storage_options),
+                      enumerate(starts)))
 
 
 def finalize(paths: RunPaths, metrics: dict[str, Any], record: dict[str, Any],
@@ -123,20 +158,22 @@ def finalize(paths: RunPaths, metrics: dict[str, Any], record: dict[str, Any],
 
 
 def committed_runs(out: str, storage_options: dict[str, Any] | None = None) -> list[str]:
-    """Run ids under ``out`` that carry ``_SUCCESS``."""
+    """Run ids under ``out`` that carry ``_SUCCESS`` (folders named ``_…`` hold no runs: ``_ledger``);
+    the markers are looked up concurrently (one request each on S3)."""
     fs, path = fresh(out, storage_options)
     if not fs.exists(path):
         return []
-    runs = []
-    for sub in sorted(fs.ls(path, detail=False)):
-        name = sub.rstrip("/").rsplit("/", 1)[-1]
-        if fs.exists(f"{sub.rstrip('/')}/_SUCCESS"):
-            runs.append(name)
-    return runs
+    subs = [s.rstrip("/") for s in sorted(fs.ls(path, detail=False))]
+    subs = [s for s in subs if not s.rsplit("/", 1)[-1].startswith("_")]
+    with ThreadPoolExecutor(min(READ_THREADS, max(1, len(subs)))) as pool:
+        marked = list(pool.map(lambda s: fs.exists(f"{s}/_SUCCESS"), subs))
+    return [s.rsplit("/", 1)[-1] for s, ok in zip(subs, marked, strict=True) if ok]
 
 
-def read_results(paths: RunPaths, storage_options: dict[str, Any] | None = None, errors: bool = False) -> pa.Table:
-    """The committed rows of a run (results/, or errors/)."""
-    tables = [upgrade(read_table(u, storage_options))
-              for u in list_files(paths.errors if errors else paths.results, ".parquet", storage_options)]
-    return pa.concat_tables(tables) if tables else RESULT_SCHEMA.empty_table()
+def read_results(paths: RunPaths, storage_options: dict[str, Any] | None = None, errors: bool = False,
+                 columns: list[str] | None = None) -> pa.Table:
+    """The committed rows of a run (results/, or errors/), all columns or ``columns``."""
+    tables = read_tables(list_files(paths.errors if errors else paths.results, ".parquet", storage_options),
+                         storage_options, columns)
+    empty = RESULT_SCHEMA.empty_table()
+    return pa.concat_tables(tables) if tables else (empty.select(columns) if columns else empty)

@@ -43,9 +43,17 @@ def join(uri: str, *parts: str) -> str:
     return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])
 
 
-def read_bytes(uri: str, storage_options: dict[str, Any] | None = None) -> bytes:
-    """The whole object at ``uri``."""
+def _is_s3(fs: fsspec.AbstractFileSystem) -> bool:
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    return bool({"s3", "s3a"} & set(protocols))
+
+
+def read_bytes(uri: str, storage_options: dict[str, Any] | None = None, concurrent: bool = False) -> bytes:
+    """The whole object at ``uri``: on S3 in one GET (s3fs would first send a HEAD for the size, a second
+    request per image); ``concurrent`` lets s3fs fetch a large object (weights) in ranged parts."""
     fs, path = filesystem(uri, storage_options)
+    if _is_s3(fs) and not concurrent:
+        return bytes(fs.cat_file(path, max_concurrency=1))
     return bytes(fs.cat_file(path))
 
 
@@ -57,12 +65,12 @@ def write_bytes(uri: str, data: bytes, storage_options: dict[str, Any] | None = 
     a torn one. Object stores (S3, GCS) make a PUT visible only once it is complete.
     """
     fs, path = filesystem(uri, storage_options)
+    if not isinstance(fs, LocalFileSystem):  # no folders to make: object stores have keys, memory:// makes them
+        fs.pipe_file(path, data)
+        return
     parent = path.rsplit("/", 1)[0]
     if parent and parent != path:
         fs.makedirs(parent, exist_ok=True)
-    if not isinstance(fs, LocalFileSystem):
-        fs.pipe_file(path, data)
-        return
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
     try:
         with open(tmp, "wb") as f:

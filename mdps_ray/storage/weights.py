@@ -160,7 +160,7 @@ def load_backbone_weights(
             raise WeightsError(f"expected {path} for backbone {backbone!r}, not found; run `mdps weights install`")
         uri = str(path)
     try:
-        data = read_bytes(uri, storage_options)
+        data = read_bytes(uri, storage_options, concurrent=True)
     except FileNotFoundError:
         raise WeightsError(f"expected a weight file at {uri} for backbone {backbone!r}, not found") from None
     if uri.endswith(".safetensors"):

@@ -20,9 +20,9 @@ from PIL import Image
 
 from mdps_ray.core.maps import to_input_grid
 from mdps_ray.data.images import decode_native
-from mdps_ray.storage.results import load_map
+from mdps_ray.storage.maps import read_map, read_recon
 from mdps_ray.storage.runs import RunPaths
-from mdps_ray.storage.uris import exists, read_bytes
+from mdps_ray.storage.uris import read_bytes
 
 DISPLAY = 256
 RAMP = np.array([[0, 0, 0], [128, 0, 0], [255, 0, 0], [255, 128, 0], [255, 255, 0]], dtype=np.uint8)
@@ -73,11 +73,7 @@ def _centre(img: Image.Image, frac_h: float, frac_w: float) -> Image.Image:
 def _stored_map(row: dict[str, Any], side: int, so: dict[str, Any] | None) -> torch.Tensor:
     if not row["map_uri"]:
         return torch.zeros(1, 1, side, side)
-    return torch.from_numpy(load_map(row["map_uri"], so))[None, None]
-
-
-def _read_rgb(uri: str, fallback: tuple[int, int], so: dict[str, Any] | None) -> Image.Image:
-    return _rgb(decode_native(read_bytes(uri, so))) if exists(uri, so) else Image.new("RGB", fallback)
+    return torch.from_numpy(read_map(row["map_uri"], so))[None, None]
 
 
 def panels(row: dict[str, Any], paths: RunPaths, side: int, hi: float, so: dict[str, Any] | None) -> list[str]:
@@ -89,7 +85,8 @@ def panels(row: dict[str, Any], paths: RunPaths, side: int, hi: float, so: dict[
     shown = _shown(_centre(image, frac_h, frac_w))
     up = to_input_grid(amap, (h, w), side)[0, 0].numpy()
     overlay = 0.55 * np.asarray(shown) + 0.45 * np.asarray(Image.fromarray(heat(up, hi)).resize(shown.size))
-    recon = _read_rgb(paths.recon_uri(row["image_id"]), (side, side), so).resize((w, h), Image.Resampling.BILINEAR)
+    recon = (read_recon(row["map_uri"], paths.recon_uri(row["image_id"]), so)
+             or Image.new("RGB", (side, side))).resize((w, h), Image.Resampling.BILINEAR)
     cells = [shown, _centre(recon, frac_h, frac_w).resize(shown.size), Image.fromarray(overlay.astype(np.uint8))]
     if row["label"] is not None and not row["mask_uri"]:
         cells.append(Image.new("L", shown.size))  # labelled, no defect region: an empty ground truth

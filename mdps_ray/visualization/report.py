@@ -19,7 +19,7 @@ from sklearn.metrics import roc_curve
 
 from mdps_ray.data.images import decode_mask
 from mdps_ray.metrics import functional as F
-from mdps_ray.storage.results import load_map
+from mdps_ray.storage.maps import read_map
 from mdps_ray.storage.runs import RunPaths, read_results
 from mdps_ray.storage.uris import exists, read_bytes, read_json, write_bytes
 from mdps_ray.visualization import svg
@@ -101,7 +101,7 @@ def _pro_curve(
     for r in rows:
         if not r["map_uri"]:
             return None
-        amap = load_map(r["map_uri"], so)
+        amap = read_map(r["map_uri"], so)
         maps.append(amap)
         mask = decode_mask(read_bytes(r["mask_uri"], so), amap.shape[-1])[0].numpy() if r["mask_uri"] else None
         masks.append(mask if mask is not None else np.zeros(amap.shape, dtype=bool))

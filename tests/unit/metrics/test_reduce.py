@@ -12,7 +12,7 @@ from PIL import Image
 from mdps_ray.metrics import functional as F
 from mdps_ray.metrics.alignment import align
 from mdps_ray.metrics.reduce import reduce_rows
-from mdps_ray.storage.results import load_map, save_map
+from mdps_ray.storage.maps import read_map, save_map
 from mdps_ray.storage.uris import write_bytes
 from mdps_ray.workflows import stored_loaders
 
@@ -47,7 +47,7 @@ def test_shards_merge_to_the_single_pass_and_to_exact_metrics() -> None:
     three = reduce_rows(rows, image_size=16, crop=None, loaders=stored_loaders(), shards=3)
     assert one == three
     c_rows = [r for r in rows if r["category"] == "c"]
-    maps = torch.stack([torch.from_numpy(load_map(r["map_uri"])) for r in c_rows])
+    maps = torch.stack([torch.from_numpy(read_map(r["map_uri"])) for r in c_rows])
     gts = []
     for r in c_rows:
         if r["mask_uri"]:

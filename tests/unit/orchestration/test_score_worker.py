@@ -12,6 +12,7 @@ from mdps_ray.data.decode import decode_batch
 from mdps_ray.data.manifest import build_manifest
 from mdps_ray.data.records import list_mvtec
 from mdps_ray.orchestration.score_worker import ScoringWorker
+from mdps_ray.storage.maps import read_map, read_recon, split_member
 from mdps_ray.storage.results import RESULT_SCHEMA
 from mdps_ray.storage.runs import RunPaths, staged_rows
 
@@ -42,9 +43,13 @@ def test_a_batch_stages_one_row_per_image_with_maps(tiny_model: Path, synthetic_
     rows = staged.to_pylist()
     assert sorted(r["image_id"] for r in rows) == sorted(batch["image_id"])
     for r in rows:
-        assert Path(r["map_uri"]).exists() and r["is_anomalous"] is not None and r["model_digest"]
+        assert read_map(r).shape == (SIZE, SIZE) and r["is_anomalous"] is not None and r["model_digest"]
+        assert read_recon(r["map_uri"], "", {}).size == (SIZE, SIZE)
     [part] = list((tmp_path / "r" / "_staging").glob("part-*.parquet"))
     assert pq.read_table(part).num_rows == len(rows)
+    [chunk] = list((tmp_path / "r").rglob("*.npz"))  # the batch's maps and reconstructions: one object
+    assert chunk.stem == part.stem and not list((tmp_path / "r").rglob("*.npy")) + list((tmp_path / "r").rglob("*.png"))
+    assert {split_member(r["map_uri"])[0] for r in rows} == {str(chunk)}
 
 
 def test_an_undecodable_input_becomes_an_error_row(tiny_model: Path, synthetic_root: Path, tmp_path: Path) -> None:

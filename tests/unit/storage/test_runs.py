@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mdps_ray.storage.maps import member_uri, split_member
 from mdps_ray.storage.results import part_name, rows_to_table, table_bytes
 from mdps_ray.storage.runs import (
     RunPaths,
@@ -55,8 +56,10 @@ def test_names_from_the_data_cannot_leave_their_folder_or_collide(tmp_path: Path
     assert len(set(keys)) == len(keys)
     for name, key in zip(hostile, keys, strict=True):
         assert ("/" not in key and key not in ("", ".", "..") and ".." not in key.split("~")[0]) or "~" in key
-        target = Path(paths.map_uri(name)).resolve()
-        assert target.parent == (tmp_path / "out" / "r" / "maps").resolve(), name
+        target = Path(paths.recon_uri(name)).resolve()
+        assert target.parent == (tmp_path / "out" / "r" / "recons").resolve(), name
+        chunk = paths.chunk_uri("part-x.parquet")
+        assert split_member(member_uri(chunk, key)) == (chunk, key), name  # a map's address inside its chunk
     assert object_key("bottle") == "bottle" and object_key("good_000.png") == "good_000.png"
     table = rows_to_table(_rows("a", category="../../../escape"))
     commit(paths, table)
