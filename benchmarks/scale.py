@@ -216,6 +216,7 @@ def case_nightly(history: int, work: Path) -> dict[str, Any]:
     import pyarrow as pa
 
     from mdps_ray.config.jobs import ScoreJobConfig
+    from mdps_ray.orchestration.score_models import load_models
     from mdps_ray.orchestration.score_plan import load_or_list_manifest, method_config
     from mdps_ray.storage.ledger import ledger_dir, write_entry
     from mdps_ray.storage.results import rows_to_table
@@ -226,7 +227,8 @@ def case_nightly(history: int, work: Path) -> dict[str, Any]:
     _local_images(work / "archive", NEW_TONIGHT, start=history)  # tonight's new images
     out = str(work / "out")
     job = ScoreJobConfig(model=model, data=str(work / "archive"), out=out, incremental=True, batch_size=BATCH)
-    cfg, digest, _ = method_config(job)
+    models = load_models(job, method_config)
+    cfg, digest = models.first.cfg, models.digest
     old = RunPaths(out, "nightly-history")
     table = rows_to_table([])
     cols = {f.name: pa.nulls(history, f.type) for f in table.schema}
@@ -244,7 +246,7 @@ def case_nightly(history: int, work: Path) -> dict[str, Any]:
             remove(ledger_dir(out))  # a prefix written before the ledger: the first night rebuilds it
         tonight = RunPaths(out, f"nightly-{label}")
         t0 = time.perf_counter()
-        manifest = load_or_list_manifest(job, tonight, cfg.digest(), digest)
+        manifest = load_or_list_manifest(job, tonight, models)
         record[label] = round(time.perf_counter() - t0, 3)
         assert manifest.num_rows == NEW_TONIGHT, manifest.num_rows
         shutil.rmtree(work / "out" / tonight.run_id, ignore_errors=True)

@@ -233,7 +233,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def add_score_args(p: argparse.ArgumentParser) -> None:
     """Arguments of `mdps score` and of `jobs/score.py` (the same)."""
-    p.add_argument("--model", help="model directory URI (from `mdps train`)")
+    p.add_argument("--model", help="model directory URI (from `mdps train`), or a models root of <category>/model/ "
+                   "(from `mdps train --categories`): each image is scored by its category's prior")
     p.add_argument("--data", help="dataset URI: MVTec/BTAD root, folder of images, or manifest .parquet/.csv")
     p.add_argument("--out", help="output prefix URI; the run goes to <out>/<run_id>/")
     p.add_argument("--run-id", dest="run_id", help="run id (default: derived from data, model and config)")

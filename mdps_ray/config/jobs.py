@@ -18,7 +18,10 @@ SECRET_KEYS = ("key", "secret", "token", "password", "credential")
 class ScoreJobConfig(_Frozen):
     """Batch scoring of an image dataset with a trained prior."""
 
-    model: str = Field(description="Model directory URI (unet/, mdps.json, calibration.json).")
+    model: str = Field(description="Model directory URI (unet/, mdps.json, calibration.json), or a models root "
+                       "holding <category>/model/ (as `mdps train --categories` writes it): each image is scored by "
+                       "its category's prior, and data is then a folder of <category>/ sub-folders or a manifest "
+                       "with a category column.")
     data: str = Field(description="Dataset URI: MVTec/BTAD root, a folder of images, or a manifest file.")
     out: str = Field(description="Output prefix; the run writes under <out>/<run_id>/.")
     run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
+from fsspec.implementations.local import LocalFileSystem
 
 from mdps_ray.data.records import ImageRecord, Stat
 from mdps_ray.storage.uris import filesystem
@@ -40,6 +41,7 @@ MANIFEST_SCHEMA = pa.schema(
 # Concurrent lookups and reads while building the manifest (latency-bound on object stores; hashing
 # and file reads release the GIL on local disk).
 THREADS = 16
+CHUNK = 256
 
 
 def content_key(image_id: str, stat: Stat | None, fs: Any, path: str) -> str:
@@ -47,7 +49,13 @@ def content_key(image_id: str, stat: Stat | None, fs: Any, path: str) -> str:
     one that is not a regular file (a FIFO would block the read; it becomes an error row when decoded)."""
     if stat is None or stat.type != "file":
         return ""
-    version = stat.etag or hashlib.sha256(fs.cat_file(path)).hexdigest()
+    if stat.etag:
+        version = stat.etag
+    elif isinstance(fs, LocalFileSystem):  # no fsspec layer per file: 10⁵ local files hash in seconds
+        with open(path, "rb") as f:
+            version = hashlib.sha256(f.read()).hexdigest()
+    else:
+        version = hashlib.sha256(fs.cat_file(path)).hexdigest()
     return hashlib.sha256(f"{image_id}|{version}".encode()).hexdigest()[:24]
 
 
@@ -58,23 +66,46 @@ def _stat(fs: Any, path: str) -> Stat | None:
         return None
 
 
-def _row(r: ImageRecord, storage_options: dict[str, Any] | None) -> dict[str, Any]:
-    fs, path = filesystem(r.uri, storage_options)
+class _Resolver:
+    """URI → (filesystem, path), the filesystem made once per scheme (not once per image)."""
+
+    def __init__(self, storage_options: dict[str, Any] | None) -> None:
+        self.so, self.by_scheme = storage_options, {}
+
+    def __call__(self, uri: str) -> tuple[Any, str]:
+        scheme = uri.split("://", 1)[0] if "://" in uri else ""
+        if scheme not in self.by_scheme:
+            self.by_scheme[scheme] = filesystem(uri, self.so)[0]
+        fs = self.by_scheme[scheme]
+        return fs, uri if not scheme else fs._strip_protocol(uri)
+
+
+def _version(r: ImageRecord, resolve: _Resolver) -> tuple[int, str, str]:
+    """(size, etag or mtime, content key) of one record; a record the listing did not stat is looked up."""
+    fs, path = resolve(r.uri)
     stat = r.stat if r.stat is not None else _stat(fs, path)  # a user manifest: one lookup, in a thread
-    return {"image_id": r.image_id, "uri": r.uri, "size": 0 if stat is None else stat.size,
-            "etag": "" if stat is None else (stat.etag or stat.mtime),
-            "content_key": content_key(r.image_id, stat, fs, path), "category": r.category,
-            "split": r.split, "defect_type": r.defect_type, "label": r.label, "mask_uri": r.mask_uri}
+    if stat is None:
+        return 0, "", ""
+    return stat.size, stat.etag or stat.mtime, content_key(r.image_id, stat, fs, path)
 
 
 def build_manifest(records: list[ImageRecord], storage_options: dict[str, Any] | None = None) -> pa.Table:
     """The manifest table (sorted by image id) from listed records: their listing's metadata is used as it
-    is; records without it (a user manifest) are looked up, concurrently."""
+    is; records without it (a user manifest) are looked up, concurrently. Built column by column."""
     ids = [r.image_id for r in records]
     if len(set(ids)) != len(ids):
         dup = sorted(i for i, n in Counter(ids).items() if n > 1)[:3]  # linear: 10⁵ ids in milliseconds
         raise ValueError(f"expected unique image ids, got duplicates such as {dup}")
     ordered = sorted(records, key=lambda r: r.image_id)
+    resolve = _Resolver(storage_options)
+    chunks = [ordered[i:i + CHUNK] for i in range(0, len(ordered), CHUNK)]  # one future per chunk, not per image
     with ThreadPoolExecutor(THREADS) as pool:
-        rows = list(pool.map(lambda r: _row(r, storage_options), ordered, chunksize=64))
-    return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+        versions = [v for part in pool.map(lambda rs: [_version(r, resolve) for r in rs], chunks) for v in part]
+    columns = {
+        "image_id": [r.image_id for r in ordered], "uri": [r.uri for r in ordered],
+        "size": [v[0] for v in versions], "etag": [v[1] for v in versions], "content_key": [v[2] for v in versions],
+        "category": [r.category for r in ordered], "split": [r.split for r in ordered],
+        "defect_type": [r.defect_type for r in ordered], "label": [r.label for r in ordered],
+        "mask_uri": [r.mask_uri for r in ordered],
+    }
+    return pa.table({f.name: pa.array(columns[f.name], type=f.type) for f in MANIFEST_SCHEMA}, schema=MANIFEST_SCHEMA)

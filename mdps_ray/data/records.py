@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -10,6 +12,7 @@ from typing import Any
 
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
 from mdps_ray.storage.uris import fresh, read_bytes
 
@@ -80,7 +83,7 @@ def list_mvtec(root_uri: str, split: str = "test", storage_options: dict[str, An
         defect = defect_dir.rstrip("/").rsplit("/", 1)[-1]
         normal = defect in NORMAL_NAMES
         masks = {} if normal else _mask_index(fs, f"{root}/ground_truth/{defect}")
-        listed = {e["name"]: e for e in fs.ls(defect_dir, detail=True)}  # one paginated listing, with metadata
+        listed = _files(fs, defect_dir, recursive=False)
         images = [p for p in sorted(listed) if p.lower().endswith(IMAGE_SUFFIXES)]
         for path, stem in zip(images, id_stems([p.rsplit("/", 1)[-1] for p in images]), strict=True):
             mask = masks.get(path.rsplit("/", 1)[-1].rsplit(".", 1)[0])
@@ -93,10 +96,36 @@ def list_mvtec(root_uri: str, split: str = "test", storage_options: dict[str, An
                     defect_type=defect,
                     label=0 if normal else 1,
                     mask_uri=None if mask is None else _uri(fs, mask, root_uri),
-                    stat=Stat.of(listed[path]),
+                    stat=listed[path],
                 )
             )
     return records
+
+
+def _files(fs: Any, folder: str, recursive: bool) -> dict[str, Stat]:
+    """Path → :class:`Stat` of the files in a folder, from one paginated listing (object stores: the
+    ListObjectsV2 pages carry size and ETag, so there is no lookup per object); on local disk from
+    ``os.scandir``, without fsspec's info dict per file."""
+    if not isinstance(fs, LocalFileSystem):
+        entries = fs.find(folder, detail=True) if recursive else {e["name"]: e for e in fs.ls(folder, detail=True)}
+        return {p: Stat.of(e) for p, e in entries.items() if e.get("type") != "directory"}
+    out: dict[str, Stat] = {}
+    stack = [folder]
+    while stack:
+        with os.scandir(stack.pop()) as it:
+            for e in it:
+                if e.is_dir(follow_symlinks=True):
+                    if recursive:
+                        stack.append(e.path)
+                    continue
+                try:
+                    st = e.stat(follow_symlinks=True)
+                except FileNotFoundError:  # a dangling link: listed, then an error row when read
+                    out[e.path] = Stat(0, "", "", "other")
+                    continue
+                kind = "file" if stat.S_ISREG(st.st_mode) else "other"
+                out[e.path] = Stat(st.st_size, "", str(st.st_mtime), kind)
+    return out
 
 
 def _mask_index(fs: Any, folder: str) -> dict[str, str]:
@@ -125,11 +154,11 @@ def list_folder(uri: str, storage_options: dict[str, Any] | None = None) -> list
     fs, root = fresh(uri, storage_options)
     root = root.rstrip("/")
     category = PurePosixPath(root).name
-    listed = fs.find(root, detail=True)  # one recursive, paginated listing, with metadata
+    listed = _files(fs, root, recursive=True)
     images = [p for p in sorted(listed) if p.lower().endswith(IMAGE_SUFFIXES)]
     rels = id_stems([p[len(root):].lstrip("/") for p in images])
     return [ImageRecord(fs.unstrip_protocol(path) if "://" in uri else path, f"{category}/{rel}", category, "", "",
-                        None, None, Stat.of(listed[path])) for path, rel in zip(images, rels, strict=True)]
+                        None, None, listed[path]) for path, rel in zip(images, rels, strict=True)]
 
 
 def id_stems(names: list[str]) -> list[str]:

@@ -26,11 +26,11 @@ from mdps_ray.config.jobs import ScoreJobConfig
 from mdps_ray.config.method import MdpsConfig
 from mdps_ray.core.masking import transductive_threshold
 from mdps_ray.data.decode import decode_batch
-from mdps_ray.method.calibration import Calibration
 from mdps_ray.metrics.reduce import REDUCE_COLUMNS, reduce_table, shard_states
 from mdps_ray.orchestration.cluster import PoolPlan, can_grow, init_ray, wait_for_pool
 from mdps_ray.orchestration.faults import Faults, at_phase
 from mdps_ray.orchestration.progress import progress_bar
+from mdps_ray.orchestration.score_models import CategoryModel, ModelSet, load_models, unmodelled, unmodelled_rows
 from mdps_ray.orchestration.score_plan import (
     PhaseClock,
     RunSummary,
@@ -39,6 +39,7 @@ from mdps_ray.orchestration.score_plan import (
     load_or_list_manifest,
     method_config,
     pending_rows,
+    per_category_counts,
     run_identity,
     run_paths,
     score_stats,
@@ -47,8 +48,9 @@ from mdps_ray.orchestration.score_plan import (
 from mdps_ray.orchestration.score_worker import ScoringWorker, StageOneRange
 from mdps_ray.storage.claims import check_committed, check_identity, leased
 from mdps_ray.storage.ledger import write_entry
+from mdps_ray.storage.results import part_name, table_bytes
 from mdps_ray.storage.runs import RunPaths, commit, finalize, staged_rows
-from mdps_ray.storage.uris import exists, join, read_json, remove, write_json
+from mdps_ray.storage.uris import exists, join, read_json, remove, write_bytes, write_json
 from mdps_ray.workflows import stored_loaders
 
 
@@ -57,17 +59,17 @@ def run_score_job(job: ScoreJobConfig, *, scorer_double: bool = False) -> RunSum
 
     A committed run with the same identity is returned as it is; otherwise the run is written under
     its lease (one writer per run id) and resumes what an attempt with the same identity staged.
+    ``job.model`` is one model directory or a models root (orchestration/score_models.py).
     ``scorer_double`` puts the zero-cost scorer double (mdps_ray/testing) in the actors, for the scale
     benchmark and tests only; its run.json says so.
     """
     start = time.monotonic()
     job = with_absolute_paths(job)
     so = job.storage_options
-    cfg, digest, calibration = method_config(job)
-    cfg_hash = cfg.digest()
+    models = load_models(job, method_config)
     dt = (job.date or datetime.now(UTC).strftime("%Y-%m-%d")) if job.incremental else job.date
-    paths, listed = run_paths(job, digest, cfg_hash, dt)
-    identity = run_identity(job, digest, cfg_hash, dt)
+    paths, listed = run_paths(job, models, dt)
+    identity = run_identity(job, models.digest, models.cfg_hash, dt)
     committed = _committed(paths, identity, so)
     if committed is not None:
         return committed
@@ -76,7 +78,7 @@ def run_score_job(job: ScoreJobConfig, *, scorer_double: bool = False) -> RunSum
         if committed is not None:
             return committed
         check_identity(paths, identity, so, job.restart)
-        return _run(job, cfg, digest, cfg_hash, calibration, paths, listed, dt, start, scorer_double)
+        return _run(job, models, paths, listed, dt, start, scorer_double)
 
 
 def _committed(paths: RunPaths, identity: dict[str, Any], so: dict[str, Any]) -> RunSummary | None:
@@ -89,41 +91,63 @@ def _committed(paths: RunPaths, identity: dict[str, Any], so: dict[str, Any]) ->
                       read_json(paths.metrics, so))
 
 
-def _run(job: ScoreJobConfig, cfg: MdpsConfig, digest: str, cfg_hash: str, calibration: Calibration | None,
-         paths: RunPaths, listed: pa.Table | None, dt: str | None, start: float, scorer_double: bool
-         ) -> RunSummary:
+def _run(job: ScoreJobConfig, models: ModelSet, paths: RunPaths, listed: pa.Table | None, dt: str | None,
+         start: float, scorer_double: bool) -> RunSummary:
     so = job.storage_options
     clock, faults = PhaseClock(), Faults.from_env()
-    manifest = load_or_list_manifest(job, paths, cfg_hash, digest, listed)
+    manifest = load_or_list_manifest(job, paths, models, listed)
     clock.lap("manifest")
     at_phase(faults, "manifest")
     init_ray()
     plan = wait_for_pool(job.device, job.num_actors, job.gpu_wait_seconds, ray.cluster_resources, _request_gpus,
                          can_grow(), _say)
-    pending = pending_rows(manifest, staged_rows(paths, so))
+    staged = staged_rows(paths, so, columns=["image_id", "status"])
+    _stage_unmodelled(manifest, staged, models, paths, dt, so)
+    pending = pending_rows(manifest, staged)
     clock.lap("plan")
-    threshold = None
-    if cfg.sampler.mask.mode == "transductive":
-        threshold = _transductive_threshold(job, cfg, manifest, plan, paths)
-        clock.lap("transductive_pass")
-    scored = _score(job, cfg, pending, plan, paths, dt, threshold, scorer_double) if pending.num_rows else 0
+    threshold, scored = None, 0
+    for category, model in _work(models, pending):
+        sub = job.model_copy(update={"model": model.uri})
+        if model.cfg.sampler.mask.mode == "transductive":
+            threshold = _transductive_threshold(sub, model.cfg, manifest, plan, paths)
+            clock.lap("transductive_pass")
+        rows = pending if category is None else pending.filter(pc.equal(pending.column("category"), category))
+        scored += _score(sub, model.cfg, rows, plan, paths, dt, threshold, scorer_double) if rows.num_rows else 0
     clock.lap("score")
     table = staged_rows(paths, so)
-    check_complete(manifest, table, job.max_error_fraction, digest, cfg_hash)
+    check_complete(manifest, table, job.max_error_fraction, models=models)
     commit(paths, table, so)
     write_entry(paths, table, so)
     clock.lap("commit")
     at_phase(faults, "committed")
-    metrics = _reduce(table, cfg, calibration, so, job.reduce_shard_rows)
+    metrics = _reduce(table, models.first.cfg, so, job.reduce_shard_rows)
     clock.lap("reduce")
     at_phase(faults, "reduced")
     n_err = int(pc.sum(pc.equal(table.column("status"), "error")).as_py() or 0)
-    record = _run_record(job, cfg, digest, cfg_hash, calibration, plan, table, n_err, scored,
-                         time.monotonic() - start, dt)
+    record = _run_record(job, models, plan, table, n_err, scored, time.monotonic() - start, dt)
     if scorer_double:
         record["scorer"] = "zero-cost scorer double (mdps_ray/testing): not a model's scores"
     finalize(paths, metrics, {**record, "phase_seconds": clock.laps}, so)
     return RunSummary(paths.root, table.num_rows, n_err, scored, metrics)
+
+
+def _work(models: ModelSet, pending: pa.Table) -> list[tuple[str | None, CategoryModel]]:
+    """(category, model) to score, one after another on the same cluster: each actor pool pins one prior."""
+    if models.single:
+        return [(None, models.first)]
+    present = set(pc.unique(pending.column("category")).to_pylist())
+    return [(c, models.by_category[c]) for c in models.categories if c in present]
+
+
+def _stage_unmodelled(manifest: pa.Table, staged: pa.Table, models: ModelSet, paths: RunPaths, dt: str | None,
+                      so: dict[str, Any]) -> None:
+    """One staged part of error rows for the images whose category has no model (once per run)."""
+    missing = unmodelled(manifest, models)
+    missing = missing.filter(pc.invert(pc.is_in(missing.column("image_id"),
+                                                value_set=staged.column("image_id").combine_chunks())))
+    if missing.num_rows:
+        part = part_name(missing.column("image_id").to_pylist())
+        write_bytes(join(paths.staging, part), table_bytes(unmodelled_rows(missing, models, paths.run_id, dt)), so)
 
 
 def _request_gpus(n: int) -> None:
@@ -192,8 +216,7 @@ def _shard_task(*args: Any) -> Any:
     return shard_states(*args)
 
 
-def _reduce(table: pa.Table, cfg: MdpsConfig, calibration: Calibration | None, so: dict[str, Any],
-            shard_rows: int) -> dict[str, Any]:
+def _reduce(table: pa.Table, cfg: MdpsConfig, so: dict[str, Any], shard_rows: int) -> dict[str, Any]:
     """Metrics from mergeable shard states: Ray tasks over Arrow shards of ``reduce_shard_rows`` rows; a run
     that fits one shard is reduced here, which saves starting task workers for a second of work."""
     ok = table.filter(pc.equal(table.column("status"), "ok")).select(REDUCE_COLUMNS)
@@ -207,19 +230,22 @@ def _reduce(table: pa.Table, cfg: MdpsConfig, calibration: Calibration | None, s
     return reduce_table(ok, cfg.prior.image_size, cfg.maps.crop, stored_loaders(so), shard_rows, mapper)
 
 
-def _run_record(job: ScoreJobConfig, cfg: MdpsConfig, digest: str, cfg_hash: str, cal: Calibration | None,
-                plan: PoolPlan, table: pa.Table, n_err: int, scored: int, seconds: float, dt: str | None
-                ) -> dict[str, Any]:
+def _run_record(job: ScoreJobConfig, models: ModelSet, plan: PoolPlan, table: pa.Table, n_err: int, scored: int,
+                seconds: float, dt: str | None) -> dict[str, Any]:
     stats = score_stats(table)
-    backbones = sorted({v for v in table.column("backbone_digest").to_pylist() if v})
-    return {
+    backbones = sorted({v for v in pc.unique(table.column("backbone_digest")).to_pylist() if v})
+    one = models.first
+    cal = one.calibration if models.single else None
+    record = {
         "mdps_ray_version": __version__, "torch": torch.__version__, "ray": ray.__version__,
-        "python": platform.python_version(), "job": job.redacted(), "method": cfg.model_dump(mode="json"),
-        "model_digest": digest, "config_hash": cfg_hash,
+        "python": platform.python_version(), "job": job.redacted(), "method": one.cfg.model_dump(mode="json"),
+        "model_digest": models.digest, "config_hash": models.cfg_hash,
         "backbone_digest": backbones[0] if backbones else None, "calibration": None if cal is None else cal.to_json(),
         "pool": plan.__dict__, "counts": {"rows": table.num_rows, "errors": n_err, "scored_this_attempt": scored},
         "seconds": seconds, "dt": dt, "finished_at": datetime.now(UTC).isoformat(),
         "score_stats": stats, "drift": drift(table, stats, cal),
     }
-
-
+    if not models.single:
+        record["models"] = models.describe()
+        record["per_category"] = per_category_counts(table, models)
+    return record

@@ -26,8 +26,9 @@ from mdps_ray.core.scores import score_summary
 from mdps_ray.data.manifest import build_manifest
 from mdps_ray.data.records import list_records
 from mdps_ray.method.calibration import Calibration, stale_calibration
+from mdps_ray.orchestration.score_models import ModelSet, list_manifest_for
 from mdps_ray.storage.checkpoints import load_calibration, read_model_meta
-from mdps_ray.storage.ledger import scored_keys
+from mdps_ray.storage.ledger import read_ledger, scored_keys
 from mdps_ray.storage.results import RESULTS_SCHEMA_VERSION, read_table, table_bytes
 from mdps_ray.storage.runs import RunPaths
 from mdps_ray.storage.uris import absolute, exists, write_bytes
@@ -106,8 +107,11 @@ def default_run_id(job: ScoreJobConfig, model_digest: str, config_hash: str, dt:
     return f"{prefix}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
-def list_manifest(job: ScoreJobConfig) -> pa.Table:
-    """List the dataset once: every image with its content key (data/manifest.py)."""
+def list_manifest(job: ScoreJobConfig, models: ModelSet | None = None) -> pa.Table:
+    """List the dataset once: every image with its content key (data/manifest.py); with a models root,
+    every category's sub-folder (orchestration/score_models.py)."""
+    if models is not None:
+        return list_manifest_for(job, models)
     so = job.storage_options
     return build_manifest(list_records(job.data, job.layout, job.split, so), so)
 
@@ -122,28 +126,43 @@ def listing_digest(manifest: pa.Table) -> str:
     return h.hexdigest()[:16]
 
 
-def run_paths(job: ScoreJobConfig, model_digest: str, config_hash: str, dt: str | None
-              ) -> tuple[RunPaths, pa.Table | None]:
+def run_paths(job: ScoreJobConfig, models: ModelSet, dt: str | None) -> tuple[RunPaths, pa.Table | None]:
     """The run's directory, and the listing when it had to be taken to name the run (to reuse it)."""
     if job.run_id:
         return RunPaths(job.out, job.run_id), None
     if job.incremental:
-        return RunPaths(job.out, default_run_id(job, model_digest, config_hash, dt)), None
-    listed = list_manifest(job)
-    return RunPaths(job.out, default_run_id(job, model_digest, config_hash, dt, listing_digest(listed))), listed
+        return RunPaths(job.out, default_run_id(job, models.digest, models.cfg_hash, dt)), None
+    listed = list_manifest(job, models)
+    return RunPaths(job.out, default_run_id(job, models.digest, models.cfg_hash, dt, listing_digest(listed))), listed
 
 
-def load_or_list_manifest(job: ScoreJobConfig, paths: RunPaths, cfg_hash: str, digest: str,
+def load_or_list_manifest(job: ScoreJobConfig, paths: RunPaths, models: ModelSet,
                           listed: pa.Table | None = None) -> pa.Table:
     """Read the run's manifest (resume) or take the listing (``listed``, or list now) and write it."""
     so = job.storage_options
     if exists(paths.manifest, so):
         return read_table(paths.manifest, so)
-    table = listed if listed is not None else list_manifest(job)
+    table = listed if listed is not None else list_manifest(job, models)
     if job.incremental:
-        table = skip_already_scored(table, job.out, digest, cfg_hash, so)
+        table = skip_scored_by(table, job.out, models, so)
     write_bytes(paths.manifest, table_bytes(table), so)
     return table
+
+
+def skip_scored_by(table: pa.Table, out: str, models: ModelSet, so: dict[str, Any]) -> pa.Table:
+    """:func:`skip_already_scored` with each category's own model and config (the ledger read once)."""
+    if models.single:
+        return skip_already_scored(table, out, models.digest, models.cfg_hash, so)
+    ledger = read_ledger(out, so)
+    keep = []
+    for cat in pc.unique(table.column("category")).to_pylist():
+        rows = table.filter(pc.equal(table.column("category"), cat))
+        model = models.model_for(cat)
+        if model is not None:
+            done = scored_keys(out, model.digest, model.cfg_hash, so, ledger)
+            rows = rows.filter(pc.invert(pc.is_in(rows.column("content_key"), value_set=done)))
+        keep.append(rows)
+    return pa.concat_tables(keep).sort_by("image_id") if keep else table
 
 
 def skip_already_scored(table: pa.Table, out: str, digest: str, cfg_hash: str, so: dict[str, Any]) -> pa.Table:
@@ -170,15 +189,19 @@ def run_identity(job: ScoreJobConfig, model_digest: str, config_hash: str, dt: s
 
 
 def check_complete(manifest: pa.Table, table: pa.Table, max_error_fraction: float, model_digest: str = "",
-                   config_hash: str = "") -> None:
+                   config_hash: str = "", models: ModelSet | None = None) -> None:
     """Refuse to commit a run with missing rows, too many error rows, or scored rows of another model or
-    config (given ``model_digest``/``config_hash``)."""
-    if model_digest:
-        ok = table.filter(pc.equal(table.column("status"), "ok"))
-        foreign = ok.filter(pc.or_(pc.not_equal(ok.column("model_digest"), model_digest),
-                                   pc.not_equal(ok.column("config_hash"), config_hash)))
+    config (given ``model_digest``/``config_hash``, or each category's of ``models``)."""
+    expected = {None: (model_digest, config_hash)} if model_digest else {}
+    if models is not None:
+        expected = {c: (m.digest, m.cfg_hash) for c, m in models.by_category.items()}
+    ok = table.filter(pc.equal(table.column("status"), "ok"))
+    for cat, (digest, cfg_hash) in expected.items():
+        rows = ok if cat is None else ok.filter(pc.equal(ok.column("category"), cat))
+        foreign = rows.filter(pc.or_(pc.not_equal(rows.column("model_digest"), digest),
+                                     pc.not_equal(rows.column("config_hash"), cfg_hash)))
         if foreign.num_rows:
-            raise RunFailed(f"expected every staged row from model {model_digest} with config {config_hash}, got "
+            raise RunFailed(f"expected every staged row from model {digest} with config {cfg_hash}, got "
                             f"{foreign.num_rows} from another; nothing was committed (rerun with --restart)")
     expected = manifest.num_rows
     missing = int(pc.sum(pc.invert(pc.is_in(manifest.column("image_id"),
@@ -211,3 +234,15 @@ def drift(table: pa.Table, stats: dict[str, float], cal: Calibration | None) -> 
     return {"mean_shift_in_std": (stats["mean"] - ref["mean"]) / std, "median_today": stats["q50"],
             "median_calibration": ref.get("q50", float("nan")),
             "fraction_above_threshold": float(np.mean(flagged)) if flagged else float("nan")}
+
+
+def per_category_counts(table: pa.Table, models: ModelSet) -> dict[str, dict[str, Any]]:
+    """Rows, errors and the scoring prior of each category of a run (run.json of a models-root run)."""
+    out = {}
+    for cat in sorted(pc.unique(table.column("category")).to_pylist()):
+        rows = table.filter(pc.equal(table.column("category"), cat))
+        model = models.model_for(cat)
+        out[cat] = {"rows": rows.num_rows,
+                    "errors": int(pc.sum(pc.equal(rows.column("status"), "error")).as_py() or 0),
+                    "model": None if model is None else model.uri}
+    return out

@@ -81,10 +81,11 @@ def _compact(out: str, table: pa.Table, merged: list[str], storage_options: dict
             remove(uri, storage_options)
 
 
-def scored_keys(out: str, model_digest: str, config_hash: str, storage_options: dict[str, Any] | None = None
-                ) -> pa.Array:
-    """Content keys that a committed run under ``out`` scored with this model and config."""
-    table = read_ledger(out, storage_options)
+def scored_keys(out: str, model_digest: str, config_hash: str, storage_options: dict[str, Any] | None = None,
+                table: pa.Table | None = None) -> pa.Array:
+    """Content keys that a committed run under ``out`` scored with this model and config (from ``table``,
+    the :func:`read_ledger` of ``out``, when the caller read it already)."""
+    table = read_ledger(out, storage_options) if table is None else table
     same = pc.and_(pc.equal(table.column("model_digest"), model_digest),
                    pc.equal(table.column("config_hash"), config_hash))
     return pc.unique(table.filter(same).column("content_key").combine_chunks())

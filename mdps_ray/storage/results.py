@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from mdps_ray.storage.uris import read_bytes
 
-RESULTS_SCHEMA_VERSION = 2
+RESULTS_SCHEMA_VERSION = 3
 _V1_FIELDS: list[tuple[str, pa.DataType]] = [
     ("run_id", pa.string()),
     ("image_id", pa.string()),
@@ -41,16 +41,18 @@ _V1_FIELDS: list[tuple[str, pa.DataType]] = [
 
 
 # v2 adds the perceptual backbone's weights digest beside the model digest (provenance).
+# v3 has v2's columns; its map_uri addresses a member of the batch's map chunk, ``<run>/maps/<part>.npz#<key>``
+# (storage/maps.py: read it with ``read_map``), where v1/v2 rows name one ``.npy`` object per image.
 RESULT_SCHEMA_V1 = pa.schema(_V1_FIELDS, metadata={"mdps_ray.results_schema_version": "1"})
 _AT = [name for name, _ in _V1_FIELDS].index("config_hash") + 1
-RESULT_SCHEMA = pa.schema(
-    [*_V1_FIELDS[:_AT], ("backbone_digest", pa.string()), *_V1_FIELDS[_AT:]],
-    metadata={"mdps_ray.results_schema_version": str(RESULTS_SCHEMA_VERSION)},
-)
+RESULT_SCHEMA_V2 = pa.schema([*_V1_FIELDS[:_AT], ("backbone_digest", pa.string()), *_V1_FIELDS[_AT:]],
+                             metadata={"mdps_ray.results_schema_version": "2"})
+RESULT_SCHEMA = RESULT_SCHEMA_V2.with_metadata({"mdps_ray.results_schema_version": str(RESULTS_SCHEMA_VERSION)})
 
 
 def upgrade(table: pa.Table) -> pa.Table:
-    """A table of any published result schema version as the current one (v1 rows: no backbone digest)."""
+    """A table of any published result schema version as the current one (v1 rows: no backbone digest; v2 rows
+    have v3's columns, and their ``.npy`` map URIs read through the same ``read_map``)."""
     if table.schema.remove_metadata().equals(RESULT_SCHEMA_V1.remove_metadata()):
         return table.add_column(_AT, RESULT_SCHEMA.field("backbone_digest"),
                                 pa.nulls(table.num_rows, pa.string())).replace_schema_metadata(RESULT_SCHEMA.metadata)

@@ -25,6 +25,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 
 from mdps_ray.storage.results import RESULT_SCHEMA, check_schema, read_table, table_bytes, upgrade
 from mdps_ray.storage.uris import fresh, join, list_files, remove, write_bytes, write_json
@@ -97,14 +99,37 @@ def read_tables(uris: list[str], storage_options: dict[str, Any] | None = None,
         return list(pool.map(one, uris))
 
 
-def staged_rows(paths: RunPaths, storage_options: dict[str, Any] | None = None) -> pa.Table:
-    """All staged rows of a run, one per image id (a retried batch may have written a part twice)."""
-    parts = read_tables(list_files(paths.staging, ".parquet", storage_options), storage_options)
-    if not parts:
-        return RESULT_SCHEMA.empty_table()
-    table = pa.concat_tables(parts)
-    check_schema(table)
+# Staged parts read per group before their chunks are combined: a part is one batch (8 rows), and Arrow keeps
+# about 1 KB of buffers per column chunk, so 10⁵ parts held as they were read cost ~0.5 GB for 30 MB of rows.
+GROUP = 512
+
+
+def staged_rows(paths: RunPaths, storage_options: dict[str, Any] | None = None,
+                columns: list[str] | None = None) -> pa.Table:
+    """All staged rows of a run (all columns, or ``columns`` with image_id and status among them), one per
+    image id (a retried batch may have written a part twice)."""
+    uris = list_files(paths.staging, ".parquet", storage_options)
+    groups = [_read_group(uris[g:g + GROUP], storage_options, columns) for g in range(0, len(uris), GROUP)]
+    if not groups:
+        empty = RESULT_SCHEMA.empty_table()
+        return empty.select(columns) if columns else empty
+    table = pa.concat_tables(groups)
+    if columns is None:
+        check_schema(table)
     return dedup(table)
+
+
+def _read_group(uris: list[str], storage_options: dict[str, Any] | None, columns: list[str] | None) -> pa.Table:
+    """Staged parts (all of the current schema: a resume of another schema version is refused) as one
+    table with contiguous columns: local files through Arrow's own threaded reader, others concurrently."""
+    if all("://" not in u or u.startswith("file://") for u in uris):
+        schema = RESULT_SCHEMA if columns is None else pa.schema([RESULT_SCHEMA.field(c) for c in columns])
+        paths = [u.removeprefix("file://") for u in uris]
+        table = pads.dataset(paths, format="parquet", schema=schema, filesystem=pafs.LocalFileSystem()).to_table()
+    else:
+        table = pa.concat_tables([t.replace_schema_metadata(RESULT_SCHEMA.metadata)
+                                  for t in read_tables(uris, storage_options, columns)])
+    return table.combine_chunks().replace_schema_metadata(RESULT_SCHEMA.metadata)
 
 
 def dedup(table: pa.Table) -> pa.Table:

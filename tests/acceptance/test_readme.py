@@ -54,7 +54,7 @@ def test_every_readme_command_belongs_to_a_walked_scenario() -> None:
     walked = [block_with(start) for start in ("make demo", "mdps train", "export RAY_AUTH_MODE", "mdps config show")]
     assert all(b in walked for b in blocks("bash")), "a README bash block that no acceptance scenario runs"
     commands = {c for b in walked for c in b.commands()}
-    assert set(EXCLUDED) <= commands and len(blocks("python")) == 1
+    assert set(EXCLUDED) <= commands and len(blocks("python")) == 2  # the API snippet and the map reader
 
 
 @needs_bottle
@@ -77,10 +77,13 @@ def test_a_new_user_walks_the_local_path(checkout: Path, tmp_path: Path) -> None
     for name, src in zip(("a.png", "b.png"), sorted((BOTTLE / "test" / "broken_large").glob("*.png"))[:2],
                          strict=True):
         shutil.copy(src, checkout / name)
-    [snippet] = blocks("python")
+    [snippet] = [b for b in blocks("python") if "Detector" in b.text]
     (checkout / "snippet.py").write_text(snippet.text)
     out = _walk(["python snippet.py"], checkout, env)
     assert "tensor(" in out  # the printed scores and decisions
+    [reader] = [b for b in blocks("python") if "read_map" in b.text]
+    (checkout / "reader.py").write_text(reader.text.replace("<run_id>", run.name))
+    assert "(64, 64) float32" in _walk(["python reader.py"], checkout, env)  # a row's map, read back
 
     out = _walk(block_with("mdps config show").commands(), checkout, env)
     assert '"rho": 30' in out.replace(" ", "").replace('"rho":30', '"rho": 30')

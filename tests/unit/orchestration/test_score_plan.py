@@ -10,6 +10,8 @@ import pyarrow as pa
 import pytest
 
 from mdps_ray.config.jobs import ScoreJobConfig
+from mdps_ray.config.presets import DEFAULT
+from mdps_ray.orchestration.score_models import CategoryModel, ModelSet
 from mdps_ray.orchestration.score_plan import (
     SUBMITTED_JOB_ENV,
     RunFailed,
@@ -24,6 +26,11 @@ from mdps_ray.orchestration.score_plan import (
 from mdps_ray.storage.results import rows_to_table
 from mdps_ray.storage.runs import RunPaths, commit
 from mdps_ray.storage.uris import write_bytes
+
+def _one(digest: str, cfg_hash: str) -> ModelSet:
+    """One model directory's ModelSet with the given digest and config hash."""
+    return ModelSet("m", {None: CategoryModel("m", DEFAULT, digest, cfg_hash, None)})
+
 
 MANIFEST = pa.table({"image_id": ["a", "b", "c"], "content_key": ["ka", "kb", "kc"]})
 
@@ -71,17 +78,17 @@ def test_a_plain_run_id_follows_what_the_data_holds(synthetic_root: Path, tmp_pa
     folder = tmp_path / "line"
     shutil.copytree(synthetic_root / "train" / "good", folder)
     job = ScoreJobConfig(model="m", data=str(folder), out=str(tmp_path / "o"))
-    first, listed = run_paths(job, "m", "h", None)
+    first, listed = run_paths(job, _one("m", "h"), None)
     assert listed is not None and listed.num_rows == len(list(folder.glob("*.png")))
-    assert run_paths(job, "m", "h", None)[0] == first  # same listing: the same run (resume / committed)
+    assert run_paths(job, _one("m", "h"), None)[0] == first  # same listing: the same run (resume / committed)
     shutil.copy(next(folder.glob("*.png")), folder / "added.png")
-    added, _ = run_paths(job, "m", "h", None)
+    added, _ = run_paths(job, _one("m", "h"), None)
     (folder / "added.png").unlink()
     next(folder.glob("*.png")).unlink()
-    deleted, _ = run_paths(job, "m", "h", None)
+    deleted, _ = run_paths(job, _one("m", "h"), None)
     assert len({first.run_id, added.run_id, deleted.run_id}) == 3
     nightly = job.model_copy(update={"incremental": True})
-    assert run_paths(nightly, "m", "h", "2026-12-01")[1] is None  # a night is named by its date, not its listing
+    assert run_paths(nightly, _one("m", "h"), "2026-12-01")[1] is None  # a night is named by its date, not its listing
 
 
 def test_relative_paths_are_refused_only_inside_a_submitted_job(monkeypatch: pytest.MonkeyPatch) -> None:
