@@ -294,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in local + s3:
         ph = r["phases"]
-        print(f"| {r['case']} | {r['n']} | {r['ips']} | {r['seconds']} | {ph.get('manifest', 0):.2f} | "
+        listing = ph.get("list", 0) + ph.get("manifest", 0)
+        print(f"| {r['case']} | {r['n']} | {r['ips']} | {r['seconds']} | {listing:.2f} | "
               f"{ph.get('plan', 0):.2f} | {ph.get('score', 0):.2f} | {ph.get('commit', 0):.2f} | "
               f"{ph.get('reduce', 0):.2f} | {r['peak_rss_mb']} | {r['objects_per_image']} | {r['staged_parts']} | "
               f"{r['staging_mb']:.1f} | {r.get('requests_per_image', '')} |")

@@ -68,7 +68,9 @@ def run_score_job(job: ScoreJobConfig, *, scorer_double: bool = False) -> RunSum
     so = job.storage_options
     models = load_models(job, method_config)
     dt = (job.date or datetime.now(UTC).strftime("%Y-%m-%d")) if job.incremental else job.date
-    paths, listed = run_paths(job, models, dt)
+    listing_started = time.monotonic()
+    paths, listed = run_paths(job, models, dt)  # a plain run lists the data here: its id names the listing
+    list_seconds = time.monotonic() - listing_started
     identity = run_identity(job, models.digest, models.cfg_hash, dt)
     committed = _committed(paths, identity, so)
     if committed is not None:
@@ -78,7 +80,7 @@ def run_score_job(job: ScoreJobConfig, *, scorer_double: bool = False) -> RunSum
         if committed is not None:
             return committed
         check_identity(paths, identity, so, job.restart)
-        return _run(job, models, paths, listed, dt, start, scorer_double)
+        return _run(job, models, paths, listed, dt, start, scorer_double, list_seconds)
 
 
 def _committed(paths: RunPaths, identity: dict[str, Any], so: dict[str, Any]) -> RunSummary | None:
@@ -92,9 +94,10 @@ def _committed(paths: RunPaths, identity: dict[str, Any], so: dict[str, Any]) ->
 
 
 def _run(job: ScoreJobConfig, models: ModelSet, paths: RunPaths, listed: pa.Table | None, dt: str | None,
-         start: float, scorer_double: bool) -> RunSummary:
+         start: float, scorer_double: bool, list_seconds: float) -> RunSummary:
     so = job.storage_options
     clock, faults = PhaseClock(), Faults.from_env()
+    clock.laps["list"] = round(list_seconds, 3)
     manifest = load_or_list_manifest(job, paths, models, listed)
     clock.lap("manifest")
     at_phase(faults, "manifest")

@@ -55,7 +55,7 @@ def test_each_image_is_scored_by_its_categorys_prior(ray_local, world: dict, tmp
     together = {r["image_id"]: r["score"] for r in rows if r["category"] == "nuts"}
     assert together == pytest.approx(alone, abs=1e-6)  # the same as scoring that category alone
 
-    night = job.model_copy(update={"incremental": True, "date": "2026-12-02"})
+    night = job.model_copy(update={"incremental": True, "date": "2026-12-02", "out": str(tmp_path / "nights")})
     first = run_score_job(night)
     again = night.model_copy(update={"date": "2026-12-03", "max_error_fraction": 1.0})
     assert first.n_images == 3 * n and run_score_job(again).n_images == n  # the next night: washers' rows only

@@ -27,6 +27,7 @@ from mdps_ray.storage.results import rows_to_table
 from mdps_ray.storage.runs import RunPaths, commit
 from mdps_ray.storage.uris import write_bytes
 
+
 def _one(digest: str, cfg_hash: str) -> ModelSet:
     """One model directory's ModelSet with the given digest and config hash."""
     return ModelSet("m", {None: CategoryModel("m", DEFAULT, digest, cfg_hash, None)})
