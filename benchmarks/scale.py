@@ -41,6 +41,7 @@ from PIL import Image
 HERE = Path(__file__).resolve()
 BATCH = 8
 NEW_TONIGHT = 1_000
+UPLOADS = {"auto": None, "async": True, "sync": False}
 
 
 def _pngs(k: int = 8, side: int = 64) -> list[bytes]:
@@ -182,7 +183,8 @@ def case_score(store: str, n: int, work: Path) -> dict[str, Any]:
     record: dict[str, Any] = {"case": store, "n": n, "make_s": round(make_s, 1)}
     _watch_staging(record)
     before = moto.requests() if moto else {}
-    job = ScoreJobConfig(model=model, data=data, out=out, batch_size=BATCH, storage_options=so)
+    job = ScoreJobConfig(model=model, data=data, out=out, batch_size=BATCH, storage_options=so,
+                         async_uploads=UPLOADS[os.environ.get("SCALE_UPLOADS", "auto")])
     with PeakRss() as rss:
         t0 = time.perf_counter()
         summary = run_score_job(job, scorer_double=True)
@@ -262,7 +264,8 @@ def _child(args: argparse.Namespace) -> int:
 
 def _run_case(case: str, n: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"scale-{case}-{n}-") as work:
-        proc = subprocess.run([sys.executable, str(HERE), "--case", case, "--n", str(n), "--work", work],
+        proc = subprocess.run([sys.executable, str(HERE), "--case", case, "--n", str(n), "--work", work,
+                               "--uploads", os.environ["SCALE_UPLOADS"]],
                               capture_output=True, text=True)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode or not lines:
@@ -276,10 +279,13 @@ def _run_case(case: str, n: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="N ≤ 10⁴ (CI-sized)")
+    p.add_argument("--uploads", choices=sorted(UPLOADS), default="auto",
+                   help="the job's async_uploads: auto (the default: off on CPU actors), async, sync")
     p.add_argument("--case", choices=["local", "s3", "nightly"], help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, help=argparse.SUPPRESS)
     p.add_argument("--work", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    os.environ["SCALE_UPLOADS"] = args.uploads
     if args.case:
         return _child(args)
     local_ns = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000]

@@ -44,7 +44,12 @@ class ScoreJobConfig(_Frozen):
                                     "wait for the autoscaler to bring up the GPUs requested.")
     max_error_fraction: float = Field(0.1, ge=0, le=1, description="Fail the run past this fraction of bad inputs.")
     max_pixels: int = Field(50_000_000, ge=1, description="Refuse images whose header claims more pixels.")
-    write_maps: bool = Field(True, description="Write anomaly maps (float16 .npy) under maps/.")
+    write_maps: bool = Field(True, description="Write anomaly maps and reconstructions (one .npz per batch) "
+                             "under maps/.")
+    async_uploads: bool | None = Field(None, description="Upload a batch's maps and staged part in a background "
+                                       "thread while the actor scores the next batch; default (null): on GPU "
+                                       "actors, off on CPU ones, where the upload thread only competes with "
+                                       "scoring for the cores.")
     reduce_shard_rows: int = Field(1000, ge=1, description="Rows per reduce task; a run of one shard is reduced "
                                    "in the driver.")
     storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options (never logged).")

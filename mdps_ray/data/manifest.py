@@ -70,7 +70,8 @@ class _Resolver:
     """URI → (filesystem, path), the filesystem made once per scheme (not once per image)."""
 
     def __init__(self, storage_options: dict[str, Any] | None) -> None:
-        self.so, self.by_scheme = storage_options, {}
+        self.so = storage_options
+        self.by_scheme: dict[str, Any] = {}
 
     def __call__(self, uri: str) -> tuple[Any, str]:
         scheme = uri.split("://", 1)[0] if "://" in uri else ""

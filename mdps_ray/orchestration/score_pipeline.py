@@ -50,7 +50,7 @@ from mdps_ray.storage.claims import check_committed, check_identity, leased
 from mdps_ray.storage.ledger import write_entry
 from mdps_ray.storage.results import part_name, table_bytes
 from mdps_ray.storage.runs import RunPaths, commit, finalize, staged_rows
-from mdps_ray.storage.uris import exists, join, read_json, remove, write_bytes, write_json
+from mdps_ray.storage.uris import exists, join, list_files, read_json, remove, write_bytes, write_json
 from mdps_ray.workflows import stored_loaders
 
 
@@ -180,19 +180,47 @@ def _actor_args(plan: PoolPlan) -> dict[str, Any]:
 
 
 def _score(job: ScoreJobConfig, cfg: MdpsConfig, pending: pa.Table, plan: PoolPlan, paths: RunPaths,
-           dt: str | None, threshold: float | None, scorer_double: bool) -> int:
+           dt: str | None, threshold: float | None, scorer_double: bool, sync_writes: bool | None = None) -> int:
+    """Score ``pending`` on an actor pool, then :func:`_settle` the uploads the actors still had in flight."""
+    if sync_writes is None:
+        sync_writes = not (job.async_uploads if job.async_uploads is not None else plan.num_gpus > 0)
     ds = _pipeline(job, cfg, pending, plan).map_batches(
         ScoringWorker, batch_size=job.batch_size, **_actor_args(plan),
         fn_constructor_kwargs={"job": job.model_dump(mode="json"), "run_id": paths.run_id, "dt": dt,
                                "device": plan.device, "mask_threshold": threshold, "num_threads": plan.threads,
-                               "driver_pid": os.getpid(),
-                               "faults": Faults.from_env().as_dict(), "scorer_double": scorer_double})
-    done = 0
+                               "driver_pid": os.getpid(), "faults": Faults.from_env().as_dict(),
+                               "scorer_double": scorer_double, "sync_writes": sync_writes})
+    done, parts = 0, set()
     with progress_bar(pending.num_rows, f"scoring {paths.run_id}", "img") as bar:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             bar.update(len(batch["image_id"]))
             done += len(batch["image_id"])
+            parts.update(batch["part"].tolist())
+    if not sync_writes and not _settle(paths, parts, job.storage_options):
+        staged = staged_rows(paths, job.storage_options, columns=["image_id", "status"])
+        lost = pending.filter(pc.invert(pc.is_in(pending.column("image_id"),
+                                                 value_set=staged.column("image_id").combine_chunks())))
+        if lost.num_rows:
+            _say(f"{lost.num_rows} image(s) of batches whose upload did not finish are scored again")
+            _score(job, cfg, lost, plan, paths, dt, threshold, scorer_double, sync_writes=True)
     return done
+
+
+# How long the driver waits for the uploads that scoring actors flush as they shut down.
+SETTLE_SECONDS = 30.0
+
+
+def _settle(paths: RunPaths, parts: set[str], so: dict[str, Any]) -> bool:
+    """Wait until every part the actors returned is staged (names only: one listing a poll); False when
+    some never came within :data:`SETTLE_SECONDS` (an actor died with its upload in flight)."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while True:
+        staged = {u.rsplit("/", 1)[-1] for u in list_files(paths.staging, ".parquet", so)}
+        if parts <= staged:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
 
 
 def _transductive_threshold(job: ScoreJobConfig, cfg: MdpsConfig, manifest: pa.Table, plan: PoolPlan,

@@ -192,11 +192,11 @@ def check_complete(manifest: pa.Table, table: pa.Table, max_error_fraction: floa
                    config_hash: str = "", models: ModelSet | None = None) -> None:
     """Refuse to commit a run with missing rows, too many error rows, or scored rows of another model or
     config (given ``model_digest``/``config_hash``, or each category's of ``models``)."""
-    expected = {None: (model_digest, config_hash)} if model_digest else {}
+    owners: dict[str | None, tuple[str, str]] = {None: (model_digest, config_hash)} if model_digest else {}
     if models is not None:
-        expected = {c: (m.digest, m.cfg_hash) for c, m in models.by_category.items()}
+        owners = {c: (m.digest, m.cfg_hash) for c, m in models.by_category.items()}
     ok = table.filter(pc.equal(table.column("status"), "ok"))
-    for cat, (digest, cfg_hash) in expected.items():
+    for cat, (digest, cfg_hash) in owners.items():
         rows = ok if cat is None else ok.filter(pc.equal(ok.column("category"), cat))
         foreign = rows.filter(pc.or_(pc.not_equal(rows.column("model_digest"), digest),
                                      pc.not_equal(rows.column("config_hash"), cfg_hash)))

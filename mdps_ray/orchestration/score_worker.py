@@ -1,15 +1,19 @@
 """Batch scoring work units, plain Python: what a Ray actor wraps and tests call directly.
 
 - :class:`ScoringWorker` (one per actor): loads the prior, backbone and calibration once;
-  each call scores the decodable images of a batch, writes their maps and reconstructions as one
-  chunk object, then stages one Parquet part with a row per image (ok or error): two objects per
-  batch, the part last, so a staged row never names a map that was not written. It returns a small
-  summary.
+  each call scores the decodable images of a batch, then hands its two objects to a background
+  writer (one in flight): the maps and reconstructions as one chunk object, then one staged Parquet
+  part with a row per image (ok or error), the part last, so a staged row never names a map that
+  was not written. The upload of batch N overlaps the scoring of batch N+1; call N+1 first waits for
+  upload N and re-raises its error, and the actor's shutdown flushes the last one. The call returns
+  the batch's part name: the driver waits for every returned part to appear and scores again, with
+  writes in the call, any batch whose part never came (an actor that died with an upload in flight).
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -34,7 +38,7 @@ class ScoringWorker:
     def __init__(self, job: dict[str, Any], run_id: str, dt: str | None, device: str,
                  mask_threshold: float | None = None, num_threads: int | None = None,
                  driver_pid: int | None = None, faults: dict[str, Any] | None = None,
-                 scorer_double: bool = False) -> None:
+                 scorer_double: bool = False, sync_writes: bool = True) -> None:
         if num_threads:
             torch.set_num_threads(num_threads)
         self.job = ScoreJobConfig.model_validate(job)
@@ -50,12 +54,16 @@ class ScoringWorker:
         self.batches = 0
         self.driver_pid = driver_pid
         self.faults = Faults(**(faults or {}))
+        self.sync_writes = sync_writes
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="mdps-upload")
+        self._inflight: Future[None] | None = None
 
     def __call__(self, batch: Batch) -> Batch:
         start = time.monotonic()
         part = part_name([str(x) for x in batch["image_id"]])
         ok = [i for i, e in enumerate(batch["decode_error"]) if not e]
         rows = [self._error_row(batch, i) for i, e in enumerate(batch["decode_error"]) if e]
+        chunk_args = None
         if ok:
             ids = [str(batch["image_id"][i]) for i in ok]
             y = torch.from_numpy(np.stack([batch["pixels"][i] for i in ok])).to(self.detector.device)
@@ -65,14 +73,39 @@ class ScoringWorker:
             rows += [self._ok_row(batch, i, k, host, seconds, chunk) for k, i in enumerate(ok)]
             if chunk is not None:
                 keys = [object_key(i) for i in ids]
-                write_chunk(chunk, dict(zip(keys, host["map"], strict=True)),
-                            dict(zip(keys, host["recon"], strict=True)), self.so)
-        write_bytes(join(self.paths.staging, part), table_bytes(rows_to_table(rows)), self.so)
-        self.batches += 1
+                chunk_args = (chunk, dict(zip(keys, host["map"], strict=True)),
+                              dict(zip(keys, host["recon"], strict=True)))
+        staged = table_bytes(rows_to_table(rows))
+        self.flush()  # the previous batch's upload: done, or its error raised here
+        self._inflight = self._writer.submit(self._upload, chunk_args,
+                                             join(self.paths.staging, part), staged)
+        if self.sync_writes:
+            self.flush()
+        return {"image_id": np.array([r["image_id"] for r in rows], dtype=object),
+                "status": np.array([r["status"] for r in rows], dtype=object),
+                "part": np.array([part] * len(rows), dtype=object)}
+
+    def _upload(self, chunk: tuple[str, dict[str, np.ndarray], dict[str, np.ndarray]] | None, part_uri: str,
+                staged: bytes) -> None:
+        """The batch's maps chunk, then its staged part (the part last: it names the maps)."""
+        if chunk is not None:
+            write_chunk(*chunk, self.so)
+        write_bytes(part_uri, staged, self.so)
+        self.batches += 1  # one writer thread: no race
         after_staged_batch(self.faults, self.batches, self.driver_pid, join(self.paths.root, "_fault_actor_killed"),
                            self.so)
-        return {"image_id": np.array([r["image_id"] for r in rows], dtype=object),
-                "status": np.array([r["status"] for r in rows], dtype=object)}
+
+    def flush(self) -> None:
+        """Wait for the upload in flight; re-raise its error."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            inflight.result()
+
+    def __del__(self) -> None:  # Ray Data's graceful actor shutdown calls this after the last batch
+        try:
+            self.flush()
+        except Exception as err:  # nothing can be raised from here; the driver scores the batch again
+            print(f"mdps: the last upload of a scoring actor failed ({err}); the driver scores that batch again")
 
     def _base_row(self, batch: Batch, i: int) -> dict[str, Any]:
         label = batch["label"][i]

@@ -87,7 +87,8 @@ def test_a_killed_actor_and_a_killed_driver_still_give_every_image_once(ray_loca
                                                                        tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "out"
-    base = dict(model=str(tiny_model), data=str(archive), out=str(out), batch_size=BATCH, run_id="r")
+    base = dict(model=str(tiny_model), data=str(archive), out=str(out), batch_size=BATCH, run_id="r",
+                async_uploads=True)  # the uploads of a batch overlap the next one's scoring: the GPU default
     script = ("import sys; from mdps_ray.config.jobs import ScoreJobConfig; "
               "from mdps_ray.orchestration.score_pipeline import run_score_job; "
               f"run_score_job(ScoreJobConfig(**{base!r}), scorer_double=True)")

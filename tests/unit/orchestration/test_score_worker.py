@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 from mdps_ray.config.jobs import ScoreJobConfig
 from mdps_ray.data.decode import decode_batch
@@ -74,3 +75,25 @@ def test_an_images_row_does_not_depend_on_its_batch_mates(tiny_model: Path, synt
     assert a.keys() == b.keys() == set(ids)
     for i in ids:
         assert abs(a[i]["score"] - b[i]["score"]) <= 1e-5 and a[i]["is_anomalous"] == b[i]["is_anomalous"]
+
+
+def test_async_uploads_stage_a_batch_by_the_next_call_or_flush_and_raise_a_failed_upload(
+        tiny_model: Path, synthetic_root: Path, tmp_path: Path, monkeypatch) -> None:
+    job = ScoreJobConfig(model=str(tiny_model), data="unused", out=str(tmp_path)).model_dump(mode="json")
+    worker = ScoringWorker(job, run_id="a", dt=None, device="cpu", num_threads=2, sync_writes=False)
+    ids = list(_batch(synthetic_root)["image_id"])
+    first = worker(_batch(synthetic_root, ids[:2]))
+    worker(_batch(synthetic_root, ids[2:4]))  # waits for the first batch's upload before returning
+    assert (tmp_path / "a" / "_staging" / first["part"][0]).exists()
+    worker.flush()
+    assert len(staged_rows(RunPaths(str(tmp_path), "a"))) == 4
+    import mdps_ray.orchestration.score_worker as sw
+
+    def broken(*_: object) -> None:
+        raise OSError("the store is down")
+
+    monkeypatch.setattr(sw, "write_bytes", broken)
+    worker(_batch(synthetic_root, ids[4:6]))  # its upload fails in the background …
+    monkeypatch.undo()
+    with pytest.raises(OSError, match="the store is down"):  # … and the next call says so
+        worker(_batch(synthetic_root, ids[6:8]))
