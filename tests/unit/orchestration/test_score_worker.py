@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import wait
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,8 @@ def test_async_uploads_stage_a_batch_by_the_next_call_or_flush_and_raise_a_faile
 
     monkeypatch.setattr(sw, "write_bytes", broken)
     worker(_batch(synthetic_root, ids[4:6]))  # its upload fails in the background …
+    assert worker._inflight is not None
+    wait([worker._inflight])  # (the upload has run, and failed, before the store comes back)
     monkeypatch.undo()
     with pytest.raises(OSError, match="the store is down"):  # … and the next call says so
         worker(_batch(synthetic_root, ids[6:8]))
