@@ -11,6 +11,7 @@ the n sample repeats (rows image-major, row i·n + j = sample j of image i).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -24,10 +25,17 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 Weighting = Literal["per_image", "batch"]
 
 
+@functools.lru_cache(maxsize=16)
+def _imagenet_stats(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (1, 3, 1, 1) mean and std, uploaded once per (dtype, device) rather than at every call."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=dtype).view(1, 3, 1, 1).to(device)
+    std = torch.tensor(IMAGENET_STD, dtype=dtype).view(1, 3, 1, 1).to(device)
+    return mean, std
+
+
 def imagenet_normalize(x: torch.Tensor) -> torch.Tensor:
     """[−1, 1] RGB (B, 3, H, W) → [0, 1] → ImageNet mean/std normalised."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    mean, std = _imagenet_stats(x.dtype, x.device)
     return ((x + 1.0) / 2.0 - mean) / std
 
 
@@ -91,8 +99,9 @@ def fuse_stages(stage2_map: torch.Tensor, stage1_map: torch.Tensor, weight: floa
     return stage2_map if weight == 0 else stage2_map + weight * stage1_map
 
 
+@functools.lru_cache(maxsize=32)
 def gaussian_kernel1d(sigma: float, size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Normalised 1-D Gaussian window of odd length ``size``."""
+    """Normalised 1-D Gaussian window of odd length ``size``; built and uploaded once per arguments."""
     if size % 2 != 1 or sigma <= 0:
         raise ValueError(f"expected an odd kernel size and sigma > 0, got size={size}, sigma={sigma}")
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2

@@ -16,24 +16,35 @@ import math
 import torch
 
 
-def _coef(value: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Broadcast a scalar or per-row (B,) coefficient against a (B, …) tensor."""
-    coef = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+def _coef(value: float | torch.Tensor, like: torch.Tensor) -> float | torch.Tensor:
+    """A scalar coefficient stays a Python float (no host→device copy, no stream sync per step);
+    a per-row (B,) tensor is broadcast against a (B, …) tensor."""
+    if not isinstance(value, torch.Tensor):
+        return float(value)
+    coef = value.to(dtype=like.dtype, device=like.device)
     if coef.ndim == 1:
         coef = coef.view(-1, *([1] * (like.ndim - 1)))
     return coef
 
 
+def _roots(value: float | torch.Tensor, like: torch.Tensor) -> tuple[float | torch.Tensor, float | torch.Tensor]:
+    """(√ᾱ, √(1 − ᾱ)) as floats for a scalar ᾱ, as broadcast tensors for a per-row ᾱ."""
+    a = _coef(value, like)
+    if isinstance(a, float):
+        return math.sqrt(a), math.sqrt(1.0 - a)
+    return a.sqrt(), (1.0 - a).sqrt()
+
+
 def q_sample(x0: torch.Tensor, alpha_bar_t: float | torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """x_t = √ᾱ_t · x0 + √(1 − ᾱ_t) · ε   (forward process q(x_t | x0))."""
-    a = _coef(alpha_bar_t, x0)
-    return a.sqrt() * x0 + (1.0 - a).sqrt() * noise
+    root_a, root_1ma = _roots(alpha_bar_t, x0)
+    return root_a * x0 + root_1ma * noise
 
 
 def predict_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t: float | torch.Tensor) -> torch.Tensor:
     """Tweedie's estimate x̂0 = (x_t − √(1 − ᾱ_t) · ε) / √ᾱ_t."""
-    a = _coef(alpha_bar_t, x_t)
-    return (x_t - (1.0 - a).sqrt() * eps) / a.sqrt()
+    root_a, root_1ma = _roots(alpha_bar_t, x_t)
+    return (x_t - root_1ma * eps) / root_a
 
 
 def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar_t: float | torch.Tensor) -> torch.Tensor:
@@ -41,8 +52,8 @@ def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar_t: float | torch.
 
     With x0 = y this is the paper's unmasked branch ε^{m̄}_φ (MDPS Fig. 1).
     """
-    a = _coef(alpha_bar_t, x_t)
-    return (x_t - a.sqrt() * x0) / (1.0 - a).sqrt()
+    root_a, root_1ma = _roots(alpha_bar_t, x_t)
+    return (x_t - root_a * x0) / root_1ma
 
 
 def ddim_sigma(alpha_bar_t: float, alpha_bar_s: float, eta: float) -> float:
