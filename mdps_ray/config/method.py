@@ -227,6 +227,15 @@ def config_hash(model: BaseModel) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def scoring_hash(cfg_hash: str, device_kind: str) -> str:
+    """The config hash that scored rows and the nightly ledger carry: the config's, with the device kind
+    folded in, so ``--incremental`` never takes rows scored on one kind of device for another's. CPU keeps
+    the plain hash (rows committed before the device was part of the key stay valid)."""
+    if device_kind == "cpu":
+        return cfg_hash
+    return hashlib.sha256(f"{cfg_hash}|device={device_kind}".encode()).hexdigest()[:16]
+
+
 def method_hash(prior: PriorConfig, sampler: SamplerConfig, maps: MapConfig, score: ScoreConfig) -> str:
     """Hash of the settings that calibrated thresholds depend on (runtime knobs left out)."""
     text = "|".join(config_hash(part) for part in (prior, sampler, maps, score))

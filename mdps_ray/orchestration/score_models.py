@@ -11,14 +11,14 @@ the model it expected. Ray-free, like the rest of the run policy.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from mdps_ray.config.jobs import ScoreJobConfig
-from mdps_ray.config.method import ConfigError, MdpsConfig
+from mdps_ray.config.method import ConfigError, MdpsConfig, scoring_hash
 from mdps_ray.data.manifest import build_manifest
 from mdps_ray.data.records import ImageRecord, detect_layout, list_records
 from mdps_ray.method.calibration import Calibration
@@ -61,6 +61,11 @@ class ModelSet:
     @property
     def first(self) -> CategoryModel:
         return next(iter(self.by_category.values()))
+
+    def on_device(self, device_kind: str) -> ModelSet:
+        """The same models with each config hash as rows scored on ``device_kind`` carry it (scoring_hash)."""
+        return replace(self, by_category={c: replace(m, cfg_hash=scoring_hash(m.cfg_hash, device_kind))
+                                          for c, m in self.by_category.items()})
 
     @property
     def digest(self) -> str:

@@ -98,12 +98,14 @@ def _run(job: ScoreJobConfig, models: ModelSet, paths: RunPaths, listed: pa.Tabl
     so = job.storage_options
     clock, faults = PhaseClock(), Faults.from_env()
     clock.laps["list"] = round(list_seconds, 3)
-    manifest = load_or_list_manifest(job, paths, models, listed)
-    clock.lap("manifest")
-    at_phase(faults, "manifest")
     init_ray()
     plan = wait_for_pool(job.device, job.num_actors, job.gpu_wait_seconds, ray.cluster_resources, _request_gpus,
                          can_grow(), _say)
+    clock.lap("pool")
+    planned, models = models, models.on_device(plan.device)  # rows and the nightly skip carry the device kind
+    manifest = load_or_list_manifest(job, paths, models, listed)
+    clock.lap("manifest")
+    at_phase(faults, "manifest")
     staged = staged_rows(paths, so, columns=["image_id", "status"])
     _stage_unmodelled(manifest, staged, models, paths, dt, so)
     pending = pending_rows(manifest, staged)
@@ -127,11 +129,20 @@ def _run(job: ScoreJobConfig, models: ModelSet, paths: RunPaths, listed: pa.Tabl
     clock.lap("reduce")
     at_phase(faults, "reduced")
     n_err = int(pc.sum(pc.equal(table.column("status"), "error")).as_py() or 0)
-    record = _run_record(job, models, plan, table, n_err, scored, time.monotonic() - start, dt)
+    record = _run_record(job, planned, plan, table, n_err, scored, time.monotonic() - start, dt)
+    record["execution"] = execution_record(plan, models)
     if scorer_double:
         record["scorer"] = "zero-cost scorer double (mdps_ray/testing): not a model's scores"
     finalize(paths, metrics, {**record, "phase_seconds": clock.laps}, so)
     return RunSummary(paths.root, table.num_rows, n_err, scored, metrics)
+
+
+def execution_record(plan: PoolPlan, models: ModelSet) -> dict[str, Any]:
+    """Where and how the rows were computed: device kind, precision, TF32, and the config hash the rows and
+    the ledger carry for it (what ``--incremental`` matches on)."""
+    runtime = models.first.cfg.runtime
+    return {"device": plan.device, "precision": runtime.precision, "tf32": runtime.tf32,
+            "rows_config_hash": models.cfg_hash}
 
 
 def _work(models: ModelSet, pending: pa.Table) -> list[tuple[str | None, CategoryModel]]:

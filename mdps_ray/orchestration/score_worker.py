@@ -21,6 +21,7 @@ import torch
 
 from mdps_ray.api import Detector
 from mdps_ray.config.jobs import ScoreJobConfig
+from mdps_ray.config.method import scoring_hash
 from mdps_ray.data.decode import Batch
 from mdps_ray.method.calibration import is_anomalous
 from mdps_ray.method.scorer import ScoreResult
@@ -50,7 +51,7 @@ class ScoringWorker:
                                       overrides=self.job.method_patch(), transductive_threshold=mask_threshold,
                                       check_calibration=False)  # the driver warned already
         self.config = self.detector.config
-        self.config_hash = self.config.digest()
+        self.config_hash = scoring_hash(self.config.digest(), self.detector.device.type)
         self.batches = 0
         self.driver_pid = driver_pid
         self.faults = Faults(**(faults or {}))

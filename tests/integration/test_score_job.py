@@ -58,6 +58,10 @@ def test_scores_an_s3_dataset_once_per_image_and_leaks_no_secret(
     for t in tables:
         assert t.schema.remove_metadata().equals(RESULT_SCHEMA.remove_metadata())
     assert all(r["status"] == "ok" and r["map_uri"].startswith("s3://") for r in rows)
+    record = json.loads(fs.cat_file(f"{root}/run.json"))
+    assert record["execution"] == {"device": "cpu", "precision": "fp32", "tf32": False,
+                                   "rows_config_hash": record["config_hash"]}  # CPU rows keep the plain hash
+    assert {r["config_hash"] for r in rows} == {record["config_hash"]}
     # the read-back commands reach the run through the same storage options, given as a YAML file
     (tmp_path / "s3.yaml").write_text(yaml.safe_dump({"storage_options": s3.storage_options}))
     access = ["--config", str(tmp_path / "s3.yaml")]

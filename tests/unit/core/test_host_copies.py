@@ -29,11 +29,12 @@ class Uploads(TorchDispatchMode):
         super().__init__()
         self.sizes: list[int] = []
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is torch.ops.aten._to_copy.default and args[0].device.type == "cpu":
-            if kwargs.get("device") is not None and torch.device(kwargs["device"]).type != "cpu":
-                self.sizes.append(args[0].numel())
+        target = kwargs.get("device")
+        upload = target is not None and torch.device(target).type != "cpu" and args[0].device.type == "cpu"
+        if func is torch.ops.aten._to_copy.default and upload:
+            self.sizes.append(args[0].numel())
         return func(*args, **kwargs)
 
 
@@ -44,7 +45,7 @@ def no_scalar_tensors(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     for name in ("tensor", "as_tensor", "scalar_tensor"):
         original = getattr(torch, name)
 
-        def counting(*args, _original=original, _name=name, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        def counting(*args, _original=original, _name=name, **kwargs):
             device = kwargs.get("device")
             if device is not None and torch.device(device).type != "cpu":
                 made.append(_name)

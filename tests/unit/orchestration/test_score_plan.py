@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from mdps_ray.config.jobs import ScoreJobConfig
+from mdps_ray.config.method import scoring_hash
 from mdps_ray.config.presets import DEFAULT
 from mdps_ray.orchestration.score_models import CategoryModel, ModelSet
 from mdps_ray.orchestration.score_plan import (
@@ -21,6 +22,7 @@ from mdps_ray.orchestration.score_plan import (
     pending_rows,
     run_paths,
     skip_already_scored,
+    skip_scored_by,
     with_absolute_paths,
 )
 from mdps_ray.storage.results import rows_to_table
@@ -56,6 +58,20 @@ def test_the_nightly_skip_uses_committed_runs_with_the_same_model_and_config() -
     commit(RunPaths(out, "uncommitted"), rows_to_table([_row("c", "kc")]))  # no _SUCCESS: not trusted
     left = skip_already_scored(MANIFEST, out, "m", "h", {})
     assert left.column("image_id").to_pylist() == ["b", "c"]
+
+
+def test_rows_scored_on_a_gpu_are_not_skipped_by_a_cpu_night_nor_the_other_way() -> None:
+    """The device kind is part of the nightly key (issue 18, finding 6); CPU keeps the plain hash."""
+    out = "memory://plan-skip-device/out"
+    models = _one("m", "h")
+    on_gpu = models.on_device("cuda")
+    assert models.on_device("cpu") == models and on_gpu.cfg_hash == scoring_hash("h", "cuda") != "h"
+    commit(RunPaths(out, "gpu"), rows_to_table([_row("a", "ka", cfg=on_gpu.cfg_hash)]))
+    write_bytes(f"{out}/gpu/_SUCCESS", b"")
+    commit(RunPaths(out, "cpu"), rows_to_table([_row("b", "kb")]))
+    write_bytes(f"{out}/cpu/_SUCCESS", b"")
+    assert skip_scored_by(MANIFEST, out, models, {}).column("image_id").to_pylist() == ["a", "c"]
+    assert skip_scored_by(MANIFEST, out, on_gpu, {}).column("image_id").to_pylist() == ["b", "c"]
 
 
 def test_pending_rows_of_a_resume_and_of_an_empty_listing() -> None:
