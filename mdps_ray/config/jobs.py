@@ -37,7 +37,10 @@ class ScoreJobConfig(_Frozen):
                           "it again (a resume with another model or config is refused without it).")
     lease_seconds: float = Field(120.0, ge=5, description="The run's one-writer lease: renewed every third of "
                                  "this; a lease not renewed for this long is taken over.")
-    batch_size: int = Field(8, ge=1, description="Images per scoring call of an actor.")
+    batch_size: int | None = Field(None, ge=1, description=(
+        "Images per scoring call of an actor. Default: 8 on CPU; on a GPU enough images for >= 32 sampled rows "
+        "(images x n), each actor then scoring them in chunks that fit its free memory, halved on out-of-memory "
+        "(method/batching.py)."))
     num_actors: int | None = Field(None, ge=1, description="Scoring actors; default: GPUs, else what CPUs allow.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Actor device; auto = cuda when GPUs exist.")
     gpu_wait_seconds: float = Field(900.0, ge=0, description="With device=cuda on a joined cluster: how long to "

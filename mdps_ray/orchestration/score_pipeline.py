@@ -26,6 +26,7 @@ from mdps_ray.config.jobs import ScoreJobConfig
 from mdps_ray.config.method import MdpsConfig
 from mdps_ray.core.masking import transductive_threshold
 from mdps_ray.data.decode import decode_batch
+from mdps_ray.method.batching import default_batch
 from mdps_ray.metrics.reduce import REDUCE_COLUMNS, reduce_table, shard_states
 from mdps_ray.orchestration.cluster import PoolPlan, can_grow, init_ray, wait_for_pool
 from mdps_ray.orchestration.faults import Faults, at_phase
@@ -102,6 +103,8 @@ def _run(job: ScoreJobConfig, models: ModelSet, paths: RunPaths, listed: pa.Tabl
     plan = wait_for_pool(job.device, job.num_actors, job.gpu_wait_seconds, ray.cluster_resources, _request_gpus,
                          can_grow(), _say)
     clock.lap("pool")
+    if job.batch_size is None:  # the device's default (method/batching.py), now that the device is known
+        job = job.model_copy(update={"batch_size": default_batch(models.first.cfg, plan.device)})
     planned, models = models, models.on_device(plan.device)  # rows and the nightly skip carry the device kind
     manifest = load_or_list_manifest(job, paths, models, listed)
     clock.lap("manifest")

@@ -23,6 +23,7 @@ from mdps_ray.api import Detector
 from mdps_ray.config.jobs import ScoreJobConfig
 from mdps_ray.config.method import scoring_hash
 from mdps_ray.data.decode import Batch
+from mdps_ray.method.batching import CPU_BATCH, ChunkedScorer, default_batch, splittable
 from mdps_ray.method.calibration import is_anomalous
 from mdps_ray.method.scorer import ScoreResult
 from mdps_ray.orchestration.faults import Faults, after_staged_batch
@@ -52,12 +53,22 @@ class ScoringWorker:
                                       check_calibration=False)  # the driver warned already
         self.config = self.detector.config
         self.config_hash = scoring_hash(self.config.digest(), self.detector.device.type)
+        self.score = self._chunked_scorer()
         self.batches = 0
         self.driver_pid = driver_pid
         self.faults = Faults(**(faults or {}))
         self.sync_writes = sync_writes
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="mdps-upload")
         self._inflight: Future[None] | None = None
+
+    def _chunked_scorer(self) -> ChunkedScorer:
+        """The scorer in chunks that fit: on a GPU as many images as its free memory holds (halved on
+        out-of-memory); on a CPU the whole batch."""
+        device = self.detector.device
+        if device.type != "cuda":
+            return ChunkedScorer(self.detector.scorer.score, self.job.batch_size or CPU_BATCH, split=False)
+        limit = default_batch(self.config, "cuda", torch.cuda.mem_get_info(device)[0])
+        return ChunkedScorer(self.detector.scorer.score, limit, splittable(self.config), torch.cuda.empty_cache)
 
     def __call__(self, batch: Batch) -> Batch:
         start = time.monotonic()
@@ -68,7 +79,7 @@ class ScoringWorker:
         if ok:
             ids = [str(batch["image_id"][i]) for i in ok]
             y = torch.from_numpy(np.stack([batch["pixels"][i] for i in ok])).to(self.detector.device)
-            host = self._to_host(self.detector.scorer.score(y, ids))
+            host = self._to_host(self.score(y, ids))
             seconds = (time.monotonic() - start) / len(ok)
             chunk = self.paths.chunk_uri(part) if self.job.write_maps else None
             rows += [self._ok_row(batch, i, k, host, seconds, chunk) for k, i in enumerate(ok)]
