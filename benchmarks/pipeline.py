@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(2)
         scorer = build_scorer(unet, cfg, "cpu")
         t0 = time.perf_counter()
-        for y, ids, _ in iter_batches(records, cfg.prior.image_size, args.batch_size):
+        for y, ids, _ in iter_batches(records, cfg.read_size, args.batch_size):
             scorer.score(y, ids)
         bare = time.perf_counter() - t0
 

@@ -61,7 +61,7 @@ def baseline_evaluation(
     batch_size: int = 8,
 ) -> Evaluation:
     """The mean normal training image as every image's "reconstruction", with the same maps."""
-    size = config.prior.image_size
+    size = config.read_size
     mean_image = load_images([r.uri for r in train_records], size).mean(dim=0, keepdim=True).to(device)
     scorer = build_scorer(build_unet(config.prior), config, device)
     start = time.monotonic()

@@ -57,7 +57,7 @@ def build_scorer(
     threshold = resolve_mask_threshold(config.sampler.mask, transductive_threshold, calibrated)
     denoiser = unet_denoiser(unet, rt.precision, rt.channels_last)
     return AnomalyScorer(denoiser, config.prior, config.sampler, config.maps, config.score, backbone, threshold,
-                         backbone_digest)
+                         backbone_digest, config.tiling, config.tile_stride)
 
 
 @dataclass(frozen=True)
@@ -137,8 +137,9 @@ class Detector:
 
     def score(self, images: torch.Tensor | Sequence[str], image_ids: Sequence[str] | None = None) -> Detection:
         """Score a tensor (B, 3, H, W) in [−1, 1] or a list of image paths/URIs (any sizes): each is
-        resized to the prior's S × S, scored, and its map brought back to its own size."""
-        side = self.config.prior.image_size
+        resized to the read size S × S (the prior's side, or tiling.read_size), scored, and its map brought back
+        to its own size."""
+        side = self.config.read_size
         if isinstance(images, torch.Tensor):
             hw = [tuple(images.shape[-2:])] * len(images)
             y = images if hw[0] == (side, side) else F.interpolate(

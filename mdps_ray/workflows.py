@@ -43,7 +43,7 @@ def train_local(
     on_step: Callable[[int, float], None] | None = None,
 ) -> PriorTrainer:
     """Load the training images once and fit the prior in this process."""
-    images = load_images([r.uri for r in records], config.prior.image_size).to(device)
+    images = load_images([r.uri for r in records], config.read_size).to(device)
     return fit_prior(images, config.prior, config.train, max_steps, max_seconds, on_step)
 
 
@@ -60,7 +60,7 @@ def calibrate_local(
 ) -> Calibration:
     """Fit the thresholds on held-out normal images (read through ``storage_options``); ``on_images``
     is :func:`fit_calibration`'s progress hook."""
-    size = scorer.prior.image_size
+    size = scorer.read_size
     batches = [(y.to(device), ids) for y, ids, _ in iter_batches(records, size, batch_size, storage_options)]
     return fit_calibration(scorer, batches, target_fpr, config_hash, model_digest, on_images)
 
@@ -86,7 +86,7 @@ def evaluate_local(
     the whole set, the global min/max threshold, then stage 2.
     """
     device = device or torch.device("cpu")
-    size = scorer.prior.image_size
+    size = scorer.read_size
     start = time.monotonic()
     batches = [(y.to(device), ids) for y, ids, _ in iter_batches(records, size, batch_size)]
     threshold: float | None = None
@@ -159,7 +159,7 @@ def evaluate_run(run_dir: str, storage_options: dict[str, Any] | None = None, wr
     record = read_json(paths.run_json, storage_options)
     cfg = validate(MdpsConfig, upgrade_stored(record["method"]), source=paths.run_json)
     rows = read_results(paths, storage_options, columns=REDUCE_COLUMNS)
-    metrics = reduce_table(rows, cfg.prior.image_size, cfg.maps.crop, stored_loaders(storage_options))
+    metrics = reduce_table(rows, cfg.read_size, cfg.maps.crop, stored_loaders(storage_options))
     if write:
         write_json(paths.metrics, metrics, storage_options)
     return metrics

@@ -167,6 +167,23 @@ class ScoreConfig(_Frozen):
     fraction: float = Field(0.01, gt=0, le=1, description="Top fraction for mean_topk.")
 
 
+class TilingConfig(_Frozen):
+    """Scoring by tiles: the image is read at ``read_size`` and the prior sees tiles of its own ``image_size``.
+
+    Off by default (the image is squeezed to the prior's side). On, every image is read at
+    ``read_size`` × ``read_size``, cut into prior-sized tiles at ``stride``, each tile sampled and
+    mapped, and the tile maps stitched (core/tiles.py) into a map at ``read_size``: a 1–3 px crack at
+    256 px stays 1–3 px instead of becoming sub-pixel at 64 px. The prior is *shared* by every tile
+    position, trained on random crops of the normal images read at ``read_size``.
+    """
+
+    enabled: bool = Field(False, description="Score (and train) by tiles.")
+    read_size: int = Field(256, ge=8, le=8192, description="Side the images are read at, in pixels.")
+    stride: int | None = Field(None, ge=1, description="Tile step in pixels; default 3/4 of the tile (25 % overlap).")
+    seams: Literal["flat", "smooth"] = Field(
+        "flat", description="Stitching weights: flat mean in overlaps, or smooth (a raised cosine per tile).")
+
+
 class RuntimeConfig(_Frozen):
     """How the scorer runs (speed knobs); outputs agree with the fp32 defaults within tolerance."""
 
@@ -198,9 +215,23 @@ class MdpsConfig(_Frozen):
     maps: MapConfig = MapConfig()
     score: ScoreConfig = ScoreConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    tiling: TilingConfig = TilingConfig()
+
+    @property
+    def read_size(self) -> int:
+        """The side images are read (decoded) at and maps are produced at."""
+        return self.tiling.read_size if self.tiling.enabled else self.prior.image_size
+
+    @property
+    def tile_stride(self) -> int:
+        """The tiles' step: ``tiling.stride`` or 3/4 of the prior's side."""
+        return self.tiling.stride or max(1, 3 * self.prior.image_size // 4)
 
     @model_validator(mode="after")
     def _check(self) -> MdpsConfig:
+        if self.tiling.enabled and not self.tile_stride <= self.prior.image_size <= self.tiling.read_size:
+            raise ValueError(f"expected tiling.stride <= prior.image_size <= tiling.read_size, got stride "
+                             f"{self.tile_stride}, tile {self.prior.image_size}, read_size {self.tiling.read_size}")
         guided = self.sampler.stage1.rho > 0 or self.sampler.stage2.rho > 0
         if self.runtime.precision == "fp16" and guided:
             raise ValueError("expected runtime.precision bf16 or fp32 with guidance (rho > 0), got fp16: the guidance "
@@ -217,9 +248,16 @@ class MdpsConfig(_Frozen):
 _HASH_OMITS: tuple[tuple[str, str, Any], ...] = (("runtime", "tf32", False),)
 
 
+# Sections added after configs were first hashed: left out of the hash while at their default.
+_HASH_OMITS_SECTIONS: dict[str, type[BaseModel]] = {"tiling": TilingConfig}
+
+
 def config_hash(model: BaseModel) -> str:
     """A stable hash of a config: sorted-key JSON, sha256, first 16 hex digits."""
     data = model.model_dump(mode="json")
+    for section, default in _HASH_OMITS_SECTIONS.items():
+        if section in data and data[section] == default().model_dump(mode="json"):
+            data.pop(section)
     for section, key, value in _HASH_OMITS:
         if isinstance(data.get(section), dict) and data[section].get(key, value) == value:
             data[section].pop(key, None)
@@ -236,9 +274,12 @@ def scoring_hash(cfg_hash: str, device_kind: str) -> str:
     return hashlib.sha256(f"{cfg_hash}|device={device_kind}".encode()).hexdigest()[:16]
 
 
-def method_hash(prior: PriorConfig, sampler: SamplerConfig, maps: MapConfig, score: ScoreConfig) -> str:
-    """Hash of the settings that calibrated thresholds depend on (runtime knobs left out)."""
-    text = "|".join(config_hash(part) for part in (prior, sampler, maps, score))
+def method_hash(prior: PriorConfig, sampler: SamplerConfig, maps: MapConfig, score: ScoreConfig,
+                tiling: TilingConfig | None = None) -> str:
+    """Hash of the settings that calibrated thresholds depend on (runtime knobs left out; tiling only when on,
+    so calibrations made before it existed stay valid)."""
+    parts: list[BaseModel] = [prior, sampler, maps, score, *([tiling] if tiling is not None and tiling.enabled else [])]
+    text = "|".join(config_hash(part) for part in parts)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import torch
 
 from mdps_ray.config.method import MdpsConfig
+from mdps_ray.core.tiles import TileGrid
 from mdps_ray.method.scorer import ScoreResult
 
 CPU_BATCH = 8
@@ -24,6 +25,15 @@ GPU_MIN_ROWS = 32  # rows = images × n that keep a GPU busy at 64 px (issue 18,
 GPU_MAX_IMAGES = 256
 PAPER_ROW_BYTES = 1.15 * 2**30  # autograd memory per row, paper UNet (base width 64) at 256 px, fp32
 MEMORY_SHARE = 0.6  # of the free memory at actor start: the rest is the backbone, the allocator and peaks
+
+
+def rows_per_image(cfg: MdpsConfig) -> int:
+    """Sampled rows one image costs: n posterior samples of each of its tiles (one tile without tiling)."""
+    n = max(cfg.sampler.stage1.n_samples, cfg.sampler.stage2.n_samples)
+    if not cfg.tiling.enabled:
+        return n
+    side = cfg.tiling.read_size
+    return n * len(TileGrid(side, side, cfg.prior.image_size, cfg.tile_stride))
 
 
 def row_bytes(cfg: MdpsConfig) -> float:
@@ -39,8 +49,9 @@ def default_batch(cfg: MdpsConfig, device_kind: str, free_bytes: float | None = 
     ``MEMORY_SHARE`` of ``free_bytes`` holds when that is fewer (never below one image)."""
     if device_kind != "cuda":
         return CPU_BATCH
-    n = max(cfg.sampler.stage1.n_samples, cfg.sampler.stage2.n_samples)
-    wanted = min(GPU_MAX_IMAGES, max(CPU_BATCH, math.ceil(GPU_MIN_ROWS / n)))
+    n = rows_per_image(cfg)
+    wanted = min(GPU_MAX_IMAGES, max(1, math.ceil(GPU_MIN_ROWS / n)) if cfg.tiling.enabled
+                 else max(CPU_BATCH, math.ceil(GPU_MIN_ROWS / n)))
     if free_bytes is None:
         return wanted
     fits = int(free_bytes * MEMORY_SHARE // (row_bytes(cfg) * n))

@@ -74,7 +74,7 @@ def stale_calibration(calibration: Calibration | None, config: MdpsConfig, where
     than ``config`` (runtime knobs do not count); None when it fits, is absent, or predates the hash."""
     if calibration is None or not calibration.method_hash:
         return None
-    if calibration.method_hash == method_hash(config.prior, config.sampler, config.maps, config.score):
+    if calibration.method_hash == method_hash(config.prior, config.sampler, config.maps, config.score, config.tiling):
         return None
     return (f"expected the sampler/maps/score settings that calibration.json of {where} was fitted with, got "
             "different ones (a config or overrides): its mask and score thresholds may not fit these maps; "
@@ -145,5 +145,5 @@ def fit_calibration(
         score_stats=score_summary(all_scores),
         config_hash=config_hash,
         model_digest=model_digest,
-        method_hash=method_hash(scorer.prior, scorer.sampler, scorer.map_cfg, scorer.score_cfg),
+        method_hash=method_hash(scorer.prior, scorer.sampler, scorer.map_cfg, scorer.score_cfg, scorer.tiling),
     )

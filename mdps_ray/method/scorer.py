@@ -5,6 +5,11 @@ One process, one device. This is what a Ray actor wraps and what the benchmarks 
     stage 1: n unmasked guided posterior samples → map A₁ → m = 1[A₁ > threshold]
     stage 2: n masked guided posterior samples   → map A₂
     final:   A = A₂ + w · A₁ (``maps.stage1_weight``)   → image score s
+
+With tiling on (``tiling.enabled``) each stage runs on the prior-sized tiles of the image read at
+``tiling.read_size`` (core/tiles.py) and returns the stitched map at that size; the mask, the fused
+map and the score are then the same steps on the stitched maps, so the stage-1 mask of a tile is
+its window of the stitched stage-1 map against the calibrated threshold.
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ from dataclasses import dataclass
 
 import torch
 
-from mdps_ray.config.method import MapConfig, PriorConfig, SamplerConfig, ScoreConfig, StageConfig
+from mdps_ray.config.method import MapConfig, PriorConfig, SamplerConfig, ScoreConfig, StageConfig, TilingConfig
 from mdps_ray.core import maps, masking, schedule, scores
 from mdps_ray.core.guidance import Denoiser
 from mdps_ray.core.noise import RowNoise, sample_seeds
 from mdps_ray.core.sampler import ReverseProcess, sample_posterior
+from mdps_ray.core.tiles import TileGrid
 from mdps_ray.models.backbones import Backbone
 from mdps_ray.models.prior import alpha_bars
 
@@ -68,6 +74,8 @@ class AnomalyScorer:
         mask_threshold: the stage-1 mask threshold τ, as decided by
             :func:`~mdps_ray.method.calibration.resolve_mask_threshold` (required by two-stage modes).
         backbone_digest: digest of the backbone weights file (provenance, recorded in run.json).
+        tiling: score by tiles of the image read at ``tiling.read_size`` (None or disabled: the whole image).
+        tile_stride: the tiles' step (``MdpsConfig.tile_stride``), with tiling.
     """
 
     def __init__(
@@ -80,6 +88,8 @@ class AnomalyScorer:
         backbone: Backbone | None,
         mask_threshold: float | None = None,
         backbone_digest: str = "",
+        tiling: TilingConfig | None = None,
+        tile_stride: int | None = None,
     ) -> None:
         self.denoiser = denoiser
         self.prior = prior
@@ -90,6 +100,15 @@ class AnomalyScorer:
         self.mask_threshold = mask_threshold
         self.backbone_digest = backbone_digest  # provenance of the perceptual weights ("" for none/random)
         self.alpha_bars = alpha_bars(prior)
+        self.tiling = tiling if tiling is not None and tiling.enabled else None
+        self.grid = None if self.tiling is None else TileGrid(
+            self.tiling.read_size, self.tiling.read_size, prior.image_size,
+            tile_stride or max(1, 3 * prior.image_size // 4), self.tiling.seams)
+
+    @property
+    def read_size(self) -> int:
+        """The side of the images :meth:`score` takes, and of the maps it returns."""
+        return self.prior.image_size if self.tiling is None else self.tiling.read_size
 
     # -- one pass -------------------------------------------------------------------------
     def run_stage(
@@ -110,6 +129,15 @@ class AnomalyScorer:
             mask: (B, 1, H, W) stage-2 mask or None.
         """
         self.check_images(y, image_ids)
+        if self.grid is not None:  # each tile is one more image of the prior's size; its key names its place
+            tile_mask = None if mask is None else self.grid.cut(mask)
+            out = self._sample_stage(self.grid.cut(y), self.grid.tile_ids(image_ids), stage, name, tile_mask)
+            return StageOutput(self.grid.stitch(out.anomaly_map), self.grid.stitch(out.reconstruction))
+        return self._sample_stage(y, image_ids, stage, name, mask)
+
+    def _sample_stage(self, y: torch.Tensor, image_ids: list[str], stage: StageConfig, name: str,
+                      mask: torch.Tensor | None) -> StageOutput:
+        """:meth:`run_stage` on prior-sized images (whole images, or the tiles of some)."""
         n = stage.n_samples
         process = ReverseProcess(
             alpha_bars=self.alpha_bars,
@@ -187,7 +215,7 @@ class AnomalyScorer:
 
     def check_images(self, y: torch.Tensor, image_ids: list[str]) -> None:
         """Raise ValueError naming expected and received values for malformed input."""
-        size = self.prior.image_size
+        size = self.read_size
         expected = f"(B, 3, {size}, {size})"
         if y.ndim != 4 or y.shape[1] != 3 or tuple(y.shape[-2:]) != (size, size):
             raise ValueError(f"expected images of shape {expected}, got {tuple(y.shape)}")

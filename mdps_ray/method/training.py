@@ -38,6 +38,19 @@ def diffusion_loss(
     return per_image.mean()
 
 
+def random_crops(x0: torch.Tensor, side: int, generator: torch.Generator) -> torch.Tensor:
+    """One ``side`` × ``side`` window per image at a position drawn from ``generator``: (B, C, H, W) →
+    (B, C, side, side); images already of that side are returned as they are."""
+    h, w = x0.shape[-2:]
+    if (h, w) == (side, side):
+        return x0
+    if side > min(h, w):
+        raise ValueError(f"expected training images of at least {side} px for {side} px crops, got {h}x{w}")
+    tops = torch.randint(0, h - side + 1, (x0.shape[0],), generator=generator).tolist()
+    lefts = torch.randint(0, w - side + 1, (x0.shape[0],), generator=generator).tolist()
+    return torch.stack([x[:, t : t + side, left : left + side] for x, t, left in zip(x0, tops, lefts, strict=True)])
+
+
 @dataclass
 class PriorTrainer:
     """Optimiser, EMA and step counter around a UNet; one call of :meth:`step` per batch."""
@@ -78,7 +91,9 @@ class PriorTrainer:
         return t.to(x0.device), noise.to(x0.device)
 
     def augment(self, x0: torch.Tensor) -> torch.Tensor:
-        """Random horizontal and vertical flips per image, when enabled."""
+        """A random prior-sized crop per image when the images are larger (a shared tile prior, tiling on),
+        then random horizontal and vertical flips per image, when enabled."""
+        x0 = random_crops(x0, self.prior.image_size, self.generator)
         if not self.train.flips:
             return x0
         flip_h, flip_v = torch.rand((2, x0.shape[0]), generator=self.generator) < 0.5

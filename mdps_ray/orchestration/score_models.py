@@ -111,7 +111,7 @@ def load_models(job: ScoreJobConfig, load: Any) -> ModelSet:
         uri = join(job.model, c, "model")
         cfg, digest, cal = load(job.model_copy(update={"model": uri}))
         models[c] = CategoryModel(uri, cfg, digest, cfg.digest(), cal)
-    grids = {(m.cfg.prior.image_size, m.cfg.maps.crop) for m in models.values()}
+    grids = {(m.cfg.read_size, m.cfg.maps.crop) for m in models.values()}
     if len(grids) > 1:
         raise ConfigError(f"expected one prior image size and map crop across the models under {job.model}, got "
                           f"{sorted(grids, key=str)}; score categories with different priors in separate jobs")

@@ -182,7 +182,7 @@ def _pipeline(job: ScoreJobConfig, cfg: MdpsConfig, table: pa.Table, plan: PoolP
     blocks = max(1, min(table.num_rows, 4 * plan.num_actors, -(-table.num_rows // job.batch_size)))
     step = -(-table.num_rows // blocks)
     ds = ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)])
-    decode = functools.partial(decode_batch, size=cfg.prior.image_size, max_pixels=job.max_pixels,
+    decode = functools.partial(decode_batch, size=cfg.read_size, max_pixels=job.max_pixels,
                                storage_options=job.storage_options)
     return ds.map_batches(decode, batch_size=job.batch_size, num_cpus=plan.decode_cpus)
 
@@ -272,7 +272,7 @@ def _reduce(table: pa.Table, cfg: MdpsConfig, so: dict[str, Any], shard_rows: in
             return [shard_states(*args[0])]
         return ray.get([_shard_task.remote(*a) for a in args])
 
-    return reduce_table(ok, cfg.prior.image_size, cfg.maps.crop, stored_loaders(so), shard_rows, mapper)
+    return reduce_table(ok, cfg.read_size, cfg.maps.crop, stored_loaders(so), shard_rows, mapper)
 
 
 def _run_record(job: ScoreJobConfig, models: ModelSet, plan: PoolPlan, table: pa.Table, n_err: int, scored: int,

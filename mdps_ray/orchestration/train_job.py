@@ -120,7 +120,7 @@ def _trainer(job: TrainJobConfig, method: MdpsConfig, train: list[ImageRecord], 
     table = pa.table({"uri": [r.uri for r in train], "key": list(range(len(train)))})
     step = max(1, -(-table.num_rows // max(2, 2 * job.num_workers)))
     ds = ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)]).map_batches(
-        functools.partial(decode_for_training, size=method.prior.image_size, storage_options=job.storage_options),
+        functools.partial(decode_for_training, size=method.read_size, storage_options=job.storage_options),
         batch_size=16, num_cpus=0.25)
     cpus = float(ray.cluster_resources().get("CPU", 1))
     per_worker = 1.0 if job.use_gpu else max(0.1, min(1.0, (cpus - 1.0) / job.num_workers))

@@ -88,7 +88,7 @@ def train_func(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     check_device(device)
     set_tf32(device, method.runtime.tf32)
-    images, keys = _shard_images(method.prior.image_size)
+    images, keys = _shard_images(method.read_size)
     torch.manual_seed(method.train.seed)
     trainer = PriorTrainer(build_unet(method.prior).to(device), method.prior, method.train,
                            torch.Generator().manual_seed(method.train.seed))

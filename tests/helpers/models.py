@@ -15,7 +15,9 @@ from mdps_ray.config.method import (
     SamplerConfig,
     ScoreConfig,
     StageConfig,
+    TilingConfig,
 )
+from mdps_ray.core.guidance import Denoiser
 from mdps_ray.method.calibration import resolve_mask_threshold
 from mdps_ray.method.scorer import AnomalyScorer
 from mdps_ray.models.backbones import build_backbone
@@ -53,21 +55,26 @@ def tiny_sampler(**kw: object) -> SamplerConfig:
 
 
 def make_scorer(
-    unet: torch.nn.Module,
+    unet: torch.nn.Module | Denoiser,
     sampler: SamplerConfig | None = None,
     maps: MapConfig | None = None,
     score: ScoreConfig | None = None,
+    tiling: TilingConfig | None = None,
+    tile_stride: int | None = None,
+    prior: PriorConfig = TINY_PRIOR,
 ) -> AnomalyScorer:
     maps = maps or MapConfig(backbone="random", blur_sigma=1.0, stage1_weight=0.0)
     sampler = sampler or tiny_sampler()
     return AnomalyScorer(
-        unet_denoiser(unet),
-        TINY_PRIOR,
+        unet_denoiser(unet) if isinstance(unet, torch.nn.Module) else unet,
+        prior,
         sampler,
         maps,
         score or ScoreConfig(),
         build_backbone(maps.backbone, None),
         resolve_mask_threshold(sampler.mask, None, None),
+        tiling=tiling,
+        tile_stride=tile_stride,
     )
 
 

@@ -30,7 +30,7 @@ LAYERS: dict[str, int] = {
     "orchestration": 9,
     "cli": 10,
 }
-CORE_ALLOWED = {"torch", "math", "hashlib", "typing", "collections", "dataclasses", "__future__"}
+CORE_ALLOWED = {"torch", "math", "hashlib", "functools", "typing", "collections", "dataclasses", "__future__"}
 IO_MODULES = {"fsspec", "s3fs", "pyarrow", "PIL", "safetensors", "io", "os", "pathlib", "urllib"}
 
 

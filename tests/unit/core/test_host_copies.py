@@ -31,11 +31,13 @@ class Uploads(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        target = kwargs.get("device")
-        upload = target is not None and torch.device(target).type != "cpu" and args[0].device.type == "cpu"
-        if func is torch.ops.aten._to_copy.default and upload:
+        if func is torch.ops.aten._to_copy.default and self._upload(args[0], kwargs.get("device")):
             self.sizes.append(args[0].numel())
         return func(*args, **kwargs)
+
+    @staticmethod
+    def _upload(source: torch.Tensor, target: object) -> bool:
+        return target is not None and torch.device(target).type != "cpu" and source.device.type == "cpu"  # type: ignore[arg-type]
 
 
 @pytest.fixture
