@@ -33,7 +33,8 @@ from mdps_ray.storage.checkpoints import load_prior, save_prior
 from mdps_ray.workflows import calibrate_local, evaluate_local, train_local
 
 METRICS = ["image_auroc", "pixel_auroc", "aupro", "f1_max", "ap", "psnr_normal", "ssim_normal", "seconds_per_image"]
-COLUMNS = ["category", "variant", *METRICS, "what_it_is"]
+BASELINE = ["baseline_image_auroc", "baseline_pixel_auroc"]
+COLUMNS = ["category", "variant", *METRICS, *BASELINE, "vs_baseline", "what_it_is"]
 
 
 def run_category(root: Path, args: argparse.Namespace, base: MdpsConfig, out: Path) -> tuple[list[dict], str]:
@@ -47,7 +48,7 @@ def run_category(root: Path, args: argparse.Namespace, base: MdpsConfig, out: Pa
     prior_line = f"loaded from `{model_dir}`"
     if not (model_dir / "mdps.json").exists() or args.retrain:
         t0 = time.monotonic()
-        trainer = train_local(train_records, base, 10**9, args.budget_minutes * 60, device)
+        trainer = train_local(train_records, base, args.max_steps or 10**9, args.budget_minutes * 60, device)
         digest = save_prior(trainer.final_unet(), base, str(model_dir))
         prior_line = (
             f"trained {trainer.step_count} steps in {time.monotonic() - t0:.0f} s, "
@@ -55,10 +56,12 @@ def run_category(root: Path, args: argparse.Namespace, base: MdpsConfig, out: Pa
         )
         print(f"[{category}] {prior_line}", flush=True)
     loaded = load_prior(str(model_dir))
+    # the trivial baseline at the prior's read size, beside every row: a variant must beat it
+    floor = baseline_evaluation(train_records, test_records, loaded.config, device).metrics
     rows = []
     for name in args.variants:
         if name == "baseline":
-            ev = baseline_evaluation(train_records, test_records, base, device)
+            ev = baseline_evaluation(train_records, test_records, loaded.config, device)
         else:
             cfg = apply_overrides(
                 loaded.config.model_copy(update={k: getattr(base, k) for k in ("sampler", "maps", "score", "runtime")}),
@@ -70,11 +73,21 @@ def run_category(root: Path, args: argparse.Namespace, base: MdpsConfig, out: Pa
                 scorer = build_scorer(loaded.unet, cfg, device, calibration=cal)
             ev = evaluate_local(scorer, test_records, args.batch_size, device)
         metrics = {k: ev.metrics.get(k, float("nan")) for k in METRICS}
-        row = {"category": category, "variant": name, **metrics, "what_it_is": DESCRIPTIONS[name]}
+        row = {"category": category, "variant": name, **metrics, **versus_baseline(metrics, floor, name),
+               "what_it_is": DESCRIPTIONS[name]}
         print(" | ".join(f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in COLUMNS), flush=True)
         rows.append(row)
     minutes = (time.monotonic() - started) / 60
     return rows, f"{category}: prior {prior_line}; {len(rows)} variants; {minutes:.1f} min in all"
+
+
+def versus_baseline(metrics: dict[str, float], floor: dict[str, float], name: str) -> dict[str, object]:
+    """The baseline's image / pixel AUROC and a flag naming each one the row does not beat."""
+    short = [k.removesuffix("_auroc") for k in ("image_auroc", "pixel_auroc")
+             if k in floor and not metrics.get(k, float("nan")) > floor[k]]
+    flag = "-" if name == "baseline" else "ok" if not short else "BELOW BASELINE: " + ", ".join(short)
+    return {"baseline_image_auroc": floor.get("image_auroc", float("nan")),
+            "baseline_pixel_auroc": floor.get("pixel_auroc", float("nan")), "vs_baseline": flag}
 
 
 def write_tables(rows: list[dict], out: Path, command: str, summary: list[str]) -> None:
@@ -102,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="../shared/datasets", help="MVTec-layout root holding categories")
     p.add_argument("--categories", nargs="+", default=["mvtec_bottle", "kolektorsdd"])
-    p.add_argument("--budget-minutes", type=float, default=10.0, help="training wall time per category")
+    p.add_argument("--budget-minutes", type=float, default=10.0, help="training wall time per category (a cap)")
+    p.add_argument("--max-steps", type=int, default=None, help="training steps per category (default: the budget)")
     p.add_argument("--variants", nargs="+", default=[*VARIANTS, "baseline"], choices=[*VARIANTS, "baseline"])
     p.add_argument("--preset", default="default")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
@@ -125,6 +139,14 @@ def main(argv: list[str] | None = None) -> int:
         summary.append(line)
     write_tables(rows, out, "python " + " ".join(sys.argv), summary)
     (out / "quality_config.json").write_text(json.dumps(base.model_dump(mode="json"), indent=2))
+    below = [r for r in rows if str(r["vs_baseline"]).startswith("BELOW")]
+    for r in below:
+        print(f"BELOW BASELINE: {r['category']} {r['variant']}: image / pixel AUROC {r['image_auroc']:.3f} / "
+              f"{r['pixel_auroc']:.3f}, the mean-image baseline {r['baseline_image_auroc']:.3f} / "
+              f"{r['baseline_pixel_auroc']:.3f}", file=sys.stderr)
+    if any(r["variant"] == "default" for r in below):
+        print("the default does not beat the trivial baseline on every category (exit 3)", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -32,6 +32,11 @@ VARIANTS: dict[str, list[str]] = {
     "transductive": ["sampler.mask.mode=transductive"],
     "lpips_vgg": ["maps.backbone=lpips-vgg"],
     "random_trunk": ["maps.backbone=random"],
+    # for a prior trained with tiling on (random crops): the same prior without tiles, and other tilings
+    "untiled": ["tiling.enabled=false"],
+    "tiles_smooth": ["tiling.seams=smooth"],
+    "tiles_half_overlap": ["tiling.stride=32"],
+    "tiles_read128": ["tiling.read_size=128"],
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -50,6 +55,10 @@ DESCRIPTIONS: dict[str, str] = {
     "lpips_vgg": "L1 + LPIPS-vgg maps",
     "random_trunk": "L1 + LPIPS maps with a random (untrained) trunk",
     "baseline": "trivial: the mean normal training image as the reconstruction, same maps",
+    "untiled": "a tile prior applied to the whole image squeezed to its side (no tiles)",
+    "tiles_smooth": "tiles stitched with raised-cosine seam weights",
+    "tiles_half_overlap": "tiles at stride 32 (50 % overlap)",
+    "tiles_read128": "tiles of the image read at 128 px",
 }
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from mdps_ray.config.method import TrainConfig
-from mdps_ray.method.training import PriorTrainer, diffusion_loss
+from mdps_ray.method.training import PriorTrainer, diffusion_loss, random_crops
 from mdps_ray.models.prior import build_unet
 from mdps_ray.storage.train_state import load_state, save_state
 from tests.helpers.models import TINY_PRIOR
@@ -65,3 +66,17 @@ def test_ema_weights_are_what_gets_saved() -> None:
     raw = next(tr.module.parameters()).detach().clone()
     saved = next(tr.final_unet().parameters())
     assert not torch.allclose(raw, saved)
+
+
+def test_a_tile_prior_trains_on_random_windows_of_the_larger_images() -> None:
+    x = torch.arange(2 * 3 * 8 * 10, dtype=torch.float32).view(2, 3, 8, 10)
+    a = random_crops(x, 4, torch.Generator().manual_seed(0))
+    b = random_crops(x, 4, torch.Generator().manual_seed(0))
+    assert a.shape == (2, 3, 4, 4) and torch.equal(a, b)  # drawn from the generator only
+    for i in range(2):  # each crop is a window of its own image
+        top, left = divmod(int(a[i, 0, 0, 0] - x[i, 0, 0, 0]), 10)
+        assert torch.equal(a[i], x[i, :, top : top + 4, left : left + 4])
+    square = x[..., :4, :4]
+    assert random_crops(square, 4, torch.Generator()) is square  # images of the prior's side: as they are
+    with pytest.raises(ValueError, match="at least 9 px for 9 px crops, got 8x10"):
+        random_crops(x, 9, torch.Generator())
