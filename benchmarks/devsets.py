@@ -6,7 +6,10 @@ Every image of the source (train and test, normal and defective alike) gets its 
 contrast and gamma, drawn from a generator keyed by its path, as if taken under one of many
 illuminations:
 
-    x' = clip(gain · x^γ + offset, 0, 1)    gain ∈ [0.6, 1.4], offset ∈ [−0.15, 0.15], γ ∈ [0.6, 1.6]
+    x' = clip(gain · x^γ + offset, 0, 1)    gain ∈ [0.55, 1.05], offset ∈ [−0.1, 0.1], γ ∈ [0.7, 1.5]
+
+(ranges that darken more than they brighten: the development categories are bright, and an image
+clipped to white would carry neither texture nor defect)
 
 Ground-truth masks are copied unchanged. The result is an MVTec-layout category that the quality
 harness reads like any other (``--data /tmp/dev --categories kolektorsdd_lit``).
@@ -22,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-GAIN, OFFSET, GAMMA = (0.6, 1.4), (-0.15, 0.15), (0.6, 1.6)
+GAIN, OFFSET, GAMMA = (0.55, 1.05), (-0.1, 0.1), (0.7, 1.5)
 
 
 def acquisition(key: str) -> tuple[float, float, float]:

@@ -7,7 +7,8 @@ Same model (random weights, seeded), same images, same settings (T′, stride, �
 the code's timestep labelling and RePaint-style masked sampler) for every row. Prints images/s,
 s/image, the ratio to the reference, the largest map/score differences (with one image per batch
 the reference's batch-wide norm equals our per-image norm, so those must agree), FLOPs per image
-(FlopCounterMode) and achieved FLOP/s against this machine's measured matmul peak.
+(torch's per-operator formulas, ``benchmarks/flops.py``) and achieved FLOP/s against this machine's
+measured matmul peak.
 fp32 rows must equal the reference for one image (1e-3); bf16/fp16 rows must stay within what changing
 the sampler seed alone does to the fp32 map. The last line is ``speedup: <best ours / reference>``
 over the rows within their tolerance; the line before it counts the fp32 rows only.
@@ -24,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository root
 
+from benchmarks.flops import count_flops
 from benchmarks.reference_mdps import reference_score
 from mdps_ray.api import build_scorer
 from mdps_ray.config.method import MdpsConfig, PriorConfig
@@ -41,18 +42,28 @@ from mdps_ray.models.runtime import set_tf32
 from mdps_ray.storage.weights import weights_dir
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype, n: int, reps: int = 10) -> float:
-    """Measured dense matmul FLOP/s: the mean of ``reps`` (≥ 10) n³ products after two warm-up calls
-    (one product of a small size times launch overhead, not the peak). TF32 must be off for fp32."""
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(2):
+def matmul_peak(device: torch.device, dtype: torch.dtype, n: int, reps: int = 10,
+                max_call_s: float = 1.0) -> tuple[float, int]:
+    """Measured dense matmul FLOP/s and the side used: the mean of ``reps`` (≥ 10) n³ products after two
+    warm-up calls (one small product times launch overhead, not the peak). TF32 must be off for fp32.
+    The side is halved while one product takes over ``max_call_s`` (bf16 on a CPU without bf16
+    instructions is emulated: 2048³ took a minute)."""
+    while True:
+        a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+        _sync(device)
+        t0 = time.perf_counter()
         a @ b
+        _sync(device)
+        if time.perf_counter() - t0 <= max_call_s or n <= 128:
+            break
+        n //= 2
+    a @ b
     _sync(device)
     t0 = time.perf_counter()
     for _ in range(reps):
         a @ b
     _sync(device)
-    return 2 * n**3 * reps / (time.perf_counter() - t0)
+    return 2 * n**3 * reps / (time.perf_counter() - t0), n
 
 
 def theoretical_cpu_peak(cores: int) -> tuple[float, str]:
@@ -121,15 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     ids_all = [r.image_id for r in records]
     unet = build_unet(prior)
     peak_n = args.peak_size or (8192 if device.type == "cuda" else 2048)
-    peak, peak_bf16 = matmul_peak(device, torch.float32, peak_n), matmul_peak(device, torch.bfloat16, peak_n)
+    peak, n32 = matmul_peak(device, torch.float32, peak_n)
+    peak_bf16, n16 = matmul_peak(device, torch.bfloat16, peak_n)
     print(
         f"device {device}{' ' + torch.cuda.get_device_name(device) if device.type == 'cuda' else ''}, torch "
         f"{torch.__version__}, prior {args.prior} {count_parameters(unet) / 1e6:.2f} M params, {args.image_size} px, "
         f"T' {args.start_step}, stride {args.stride}, rho {args.rho}, backbone {backbone}, "
         f"threads {torch.get_num_threads()}"
     )
-    print(f"matmul peak ({peak_n}^3, mean of 10 after warm-up): fp32 {peak / 1e12:.3f} TFLOP/s (TF32 off), "
-          f"bf16 {peak_bf16 / 1e12:.3f} TFLOP/s")
+    print(f"matmul peak (mean of 10 after warm-up): fp32 {peak / 1e12:.3f} TFLOP/s at {n32}^3 (TF32 off), "
+          f"bf16 {peak_bf16 / 1e12:.3f} TFLOP/s at {n16}^3")
     if device.type == "cpu":
         theory, how = theoretical_cpu_peak(torch.get_num_threads())
         print(f"theoretical fp32 peak: {theory / 1e12:.3f} TFLOP/s = {how}")
@@ -210,16 +222,13 @@ class Context:
         plain = build_scorer(unet, base, device)
         ref_unet = build_unet(prior).to(device).eval()  # the official code leaves requires_grad on
         ref_unet.load_state_dict(unet.state_dict())
-        with FlopCounterMode(display=False) as counter:
-            _, one_ref_maps = reference_score(ref_unet, plain.backbone, y1, ids1, base, threshold)
-        ref_flops = counter.get_total_flops()
-        with FlopCounterMode(display=False) as counter:
-            plain.score(y1, ids1)
+        (_, one_ref_maps), ref_flops = count_flops(
+            lambda: reference_score(ref_unet, plain.backbone, y1, ids1, base, threshold))
+        _, flops = count_flops(lambda: plain.score(y1, ids1))
         # the tolerance for low-precision rows: how far the fp32 map moves when only the sampler's seed changes
         reseeded = base.model_copy(update={"sampler": base.sampler.model_copy(update={"seed": base.sampler.seed + 1})})
         seed_rel = relative_difference(build_scorer(unet, reseeded, device).score(y1, ids1).anomaly_map, one_ref_maps)
-        return cls(base, threshold, ref_unet, plain.backbone, one_ref_maps, seed_rel, counter.get_total_flops(),
-                   ref_flops)
+        return cls(base, threshold, ref_unet, plain.backbone, one_ref_maps, seed_rel, flops, ref_flops)
 
 
 VARIANTS = {

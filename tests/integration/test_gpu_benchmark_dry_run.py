@@ -20,7 +20,8 @@ def test_the_gpu_script_dry_run_prints_every_row_within_its_tolerance() -> None:
                           timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
-    assert re.search(r"matmul peak \(256\^3, mean of 10 after warm-up\): fp32 [\d.]+ TFLOP/s \(TF32 off\)", out)
+    assert re.search(r"matmul peak \(mean of 10 after warm-up\): fp32 [\d.]+ TFLOP/s at 256\^3 \(TF32 off\), "
+                     r"bf16 [\d.]+ TFLOP/s at \d+\^3", out)
     assert re.search(r"theoretical fp32 peak: [\d.]+ TFLOP/s = \d+ cores x [\d.]+ GHz", out)
     lines = [line for line in out.splitlines() if re.match(r"\s*\d+\s+\d+ (ours|reference)", line)]
     grid = {tuple(line.split()[i] for i in (0, 1, 3)) for line in lines}
