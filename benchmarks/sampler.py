@@ -79,6 +79,9 @@ def theoretical_cpu_peak(cores: int) -> tuple[float, str]:
     lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
     per_cycle = 2 * lanes * 2 if "fma" in flags or lanes == 16 else lanes * 2
     isa = "avx512" if lanes == 16 else "avx2" if lanes == 8 else "sse"
+    family = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("cpu family")), "")
+    if lanes == 16 and "AuthenticAMD" in info and family == "25":  # Zen 4: AVX-512 on two 256-bit FMA units
+        per_cycle, isa = per_cycle // 2, "avx512 on 256-bit units (AMD Zen 4)"
     text = f"{cores} cores x {ghz:.2f} GHz x {per_cycle} FP32 FLOP/cycle ({isa}, 2 FMA units assumed)"
     return cores * ghz * 1e9 * per_cycle, text
 
