@@ -99,6 +99,59 @@ def fuse_stages(stage2_map: torch.Tensor, stage1_map: torch.Tensor, weight: floa
     return stage2_map if weight == 0 else stage2_map + weight * stage1_map
 
 
+MIN_IMAGE_LEVEL = 1e-6  # a map that is zero almost everywhere (a perfect reconstruction) is floored at this
+
+
+def image_level(stage1_map: torch.Tensor) -> torch.Tensor:
+    """σᵢ = median_p A₁(i, p), the typical stage-1 difference of each image; (B, 1, H, W) → (B,).
+
+    What the prior's reconstruction error is on this image where nothing is wrong: it grows with the
+    image's contrast and with how far its acquisition (illumination) is from what the prior reconstructs
+    well, but also with a defect that spreads over the image. Floored at ``MIN_IMAGE_LEVEL``.
+    """
+    return stage1_map.flatten(1).median(dim=1).values.clamp_min(MIN_IMAGE_LEVEL)
+
+
+def acquisition_features(y: torch.Tensor) -> torch.Tensor:
+    """φ(y) = [1, log MAD(y), mean(y)] of each observation, (B, 3, H, W) in [−1, 1] → (B, 3), float64.
+
+    MAD is the mean absolute deviation from the image's median over pixels and channels: its contrast;
+    the mean is its brightness. Neither needs the prior, so a defect moves them little.
+    """
+    flat = y.detach().flatten(1).double()
+    mad = (flat - flat.median(dim=1, keepdim=True).values).abs().mean(dim=1).clamp_min(MIN_IMAGE_LEVEL)
+    return torch.stack([torch.ones_like(mad), mad.log(), flat.mean(dim=1)], dim=1)
+
+
+def fit_level_model(features: torch.Tensor, levels: torch.Tensor) -> tuple[float, ...]:
+    """Least squares log σᵢ ≈ φ(yᵢ)·β over normal images: (N, 3), (N,) → (β₀, β₁, β₂, σ_min, σ_max).
+
+    σ_min and σ_max are the smallest and largest σᵢ fitted on: :func:`expected_level` stays between
+    them, so an image unlike every normal one is not divided by an extrapolated level.
+    """
+    if features.shape[0] != levels.shape[0] or features.shape[0] == 0:
+        raise ValueError(f"expected one level per feature row, got {features.shape[0]} rows and {levels.shape[0]}")
+    log_levels = levels.detach().double().clamp_min(MIN_IMAGE_LEVEL).log().unsqueeze(1)
+    beta = torch.linalg.lstsq(features.double(), log_levels, driver="gelsd").solution.flatten()
+    return (*[float(b) for b in beta], float(levels.min()), float(levels.max()))
+
+
+def expected_level(features: torch.Tensor, model: tuple[float, ...]) -> torch.Tensor:
+    """σ̂(y) = clamp(exp(φ(y)·β), σ_min, σ_max): the level a normal image of this acquisition has; (B, 3) → (B,)."""
+    *beta, lo, hi = model
+    coef = torch.tensor(beta, dtype=torch.float64, device=features.device)
+    return (features.double() @ coef).exp().clamp(min=max(lo, MIN_IMAGE_LEVEL), max=max(hi, MIN_IMAGE_LEVEL))
+
+
+def relative_to_level(amap: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    """Ã = A / σ̂ per image: (B, 1, H, W), (B,) → (B, 1, H, W), in amap's dtype.
+
+    A normal image under brighter light or with more contrast, whose every difference is larger,
+    is divided by the larger level that normal images of its kind have.
+    """
+    return amap / level.to(amap.dtype).view(-1, 1, 1, 1)
+
+
 @functools.lru_cache(maxsize=32)
 def gaussian_kernel1d(sigma: float, size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Normalised 1-D Gaussian window of odd length ``size``; built and uploaded once per arguments."""

@@ -107,3 +107,34 @@ def test_fuse_stages_adds_the_weighted_stage1_map() -> None:
         maps.fuse_stages(a2, a1, -1.0)
     with pytest.raises(ValueError, match=r"equal shape, got \(1, 1, 2, 2\) and \(1, 1, 1, 2\)"):
         maps.fuse_stages(a2, a1[..., :1, :], 0.1)
+
+
+def test_the_level_model_learns_how_normal_levels_follow_contrast_and_stays_in_its_range() -> None:
+    """Normal images whose map level grows with their contrast: σ̂(y) recovers it, so relative maps agree."""
+    g = torch.Generator().manual_seed(3)
+    base = torch.rand((12, 3, 16, 16), generator=g) * 2 - 1
+    gain = torch.linspace(0.2, 1.0, 12).view(-1, 1, 1, 1)
+    y = gain * base  # one texture under 12 lights
+    phi = maps.acquisition_features(y)
+    assert phi.shape == (12, 3) and phi.dtype == torch.float64
+    assert torch.equal(phi[:, 0], torch.ones(12, dtype=phi.dtype))
+    mad = (y.flatten(1) - y.flatten(1).median(1, keepdim=True).values).abs().mean(1)
+    assert torch.allclose(phi[:, 1].float(), mad.log(), atol=1e-5)
+    sigma = 0.05 * mad**1.5  # the prior's error on normals: every difference grows with the contrast
+    model = maps.fit_level_model(phi, sigma)
+    assert len(model) == 5
+    assert model[3] == pytest.approx(float(sigma.min())) and model[4] == pytest.approx(float(sigma.max()))
+    assert model[1] == pytest.approx(1.5, abs=1e-3)
+    assert torch.allclose(maps.expected_level(phi, model).float(), sigma, rtol=1e-3)
+    a = sigma.view(-1, 1, 1, 1) * torch.rand((12, 1, 8, 8), generator=g)
+    rel = maps.relative_to_level(a, maps.expected_level(phi, model))
+    assert rel.dtype == a.dtype and float(rel.amax()) <= 1.0 + 1e-3  # every normal in the same units
+    # an image unlike every normal one is divided by the fitted range's end, not an extrapolation
+    far = maps.acquisition_features(torch.zeros(1, 3, 16, 16))
+    assert float(maps.expected_level(far, model)) == pytest.approx(float(sigma.min()))
+    # the stage-1 level of a map is its median, floored
+    m = torch.rand((3, 1, 8, 8), generator=g)
+    assert torch.allclose(maps.image_level(m), m.flatten(1).median(1).values)
+    assert float(maps.image_level(torch.zeros(1, 1, 4, 4))) == pytest.approx(maps.MIN_IMAGE_LEVEL)
+    with pytest.raises(ValueError, match="expected one level per feature row"):
+        maps.fit_level_model(phi, sigma[:3])
