@@ -56,8 +56,9 @@ def build_scorer(
     calibrated = calibration.mask_threshold if calibration is not None else None
     threshold = resolve_mask_threshold(config.sampler.mask, transductive_threshold, calibrated)
     denoiser = unet_denoiser(unet, rt.precision, rt.channels_last)
+    level_model = calibration.level_model if calibration is not None else None
     return AnomalyScorer(denoiser, config.prior, config.sampler, config.maps, config.score, backbone, threshold,
-                         backbone_digest, config.tiling, config.tile_stride)
+                         backbone_digest, config.tiling, config.tile_stride, level_model)
 
 
 @dataclass(frozen=True)

@@ -93,8 +93,9 @@ def evaluate_local(
     stage1: list[torch.Tensor | None] = [None] * len(batches)
     if scorer.sampler.mask.mode == "transductive":
         stage1 = [scorer.stage1(y, ids) for y, ids in batches]
-        lo = min(float(m.min()) for m in stage1 if m is not None)
-        hi = max(float(m.max()) for m in stage1 if m is not None)
+        evidence = [scorer.mask_evidence(m, y) for m, (y, _) in zip(stage1, batches, strict=True) if m is not None]
+        lo = min(float(m.min()) for m in evidence)
+        hi = max(float(m.max()) for m in evidence)
         transductive = masking.transductive_threshold(lo, hi, scorer.sampler.mask.fraction)
         threshold = resolve_mask_threshold(scorer.sampler.mask, transductive, scorer.mask_threshold)
     results = [scorer.score(y, ids, threshold, s1) for (y, ids), s1 in zip(batches, stage1, strict=True)]

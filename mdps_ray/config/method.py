@@ -143,6 +143,16 @@ class MapConfig(_Frozen):
     blur_sigma: float = Field(1.0, ge=0, description="Gaussian σ in pixels (4 at 256 px in the paper); 0 = none.")
     scale: float = Field(0.5, gt=0, description="Multiplier of the final map (the code's /2).")
     crop: int | None = Field(None, ge=1, description="Centre crop before scoring (224 for MVTec in the paper).")
+    normalise: Literal["acquisition", "none"] = Field(
+        "acquisition",
+        description=(
+            "acquisition: divide each image's maps by the level sigma(y) that normal images of its brightness and "
+            "contrast have (log-linear in log MAD(y) and mean(y), fitted on held-out normals at calibration; "
+            "stored in calibration.json), so images under brighter light or with more contrast do not score higher "
+            "for it; the mask threshold is fitted on these maps. Without a fitted level (no calibration) the maps "
+            "stay raw. none: raw maps (the paper's)."
+        ),
+    )
     stage1_weight: float = Field(
         0.1,
         ge=0,
@@ -245,7 +255,7 @@ class MdpsConfig(_Frozen):
 
 # Keys added after configs were first hashed, with the value that leaves a hash as it was: a config at
 # that value hashes as before the key existed (committed rows, nightly skips and calibrations stay valid).
-_HASH_OMITS: tuple[tuple[str, str, Any], ...] = (("runtime", "tf32", False),)
+_HASH_OMITS: tuple[tuple[str, str, Any], ...] = (("runtime", "tf32", False), ("maps", "normalise", "none"))
 
 
 # Sections added after configs were first hashed: left out of the hash while at their default.
@@ -283,12 +293,9 @@ def method_hash(prior: PriorConfig, sampler: SamplerConfig, maps: MapConfig, sco
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-
-
-
 # Keys added to the method after models were first saved, with the value those models were scored
 # with: a stored config (mdps.json, run.json) without the key keeps its old behaviour.
-_ADDED_KEYS: tuple[tuple[str, str, Any], ...] = (("maps", "stage1_weight", 0.0),)
+_ADDED_KEYS: tuple[tuple[str, str, Any], ...] = (("maps", "stage1_weight", 0.0), ("maps", "normalise", "none"))
 
 
 def upgrade_stored(data: dict[str, Any]) -> dict[str, Any]:

@@ -94,6 +94,7 @@ def paper_preset(name: str) -> MdpsConfig:
         scale=0.5,
         crop=224 if name.startswith("mvtec/") else None,
         stage1_weight=0.0,  # the paper's final map is the stage-2 map alone
+        normalise="none",
     )
     score = ScoreConfig(method="softmax_topk", k=500)
     return MdpsConfig(prior=PAPER_PRIOR, train=PAPER_TRAIN, sampler=sampler, maps=maps, score=score)

@@ -1,6 +1,7 @@
 """Calibration on held-out normal images: the stage-1 mask threshold and the image threshold.
 
-    mask_threshold  = Q_q( stage-1 map values of normal images )       (q = sampler.mask.quantile)
+    level model     = log σᵢ ≈ φ(yᵢ)·β, σᵢ the median of image i's stage-1 map  (maps.normalise)
+    mask_threshold  = Q_q( A₁/σ̂(y) values of normal images )           (q = sampler.mask.quantile)
     score_threshold = Q_{1−fpr}( image scores of normal images )       (fpr = target false-positive rate)
 
 Both are fitted after training, stored as ``calibration.json`` next to the checkpoint, and applied
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 import torch
 
 from mdps_ray.config.method import MaskConfig, MdpsConfig, method_hash
-from mdps_ray.core import masking
+from mdps_ray.core import maps, masking
 from mdps_ray.core.scores import score_summary
 
 CALIBRATION_VERSION = 1
@@ -38,9 +39,13 @@ class Calibration:
     config_hash: str = ""
     model_digest: str = ""
     method_hash: str = ""  # prior/sampler/maps/score the thresholds were fitted with; "" in older files
+    level_model: tuple[float, ...] | None = None  # σ̂(y): (β₀, β₁, β₂, σ_min, σ_max); None: raw maps, older files
 
     def to_json(self) -> dict[str, Any]:
-        return {"version": CALIBRATION_VERSION, **asdict(self)}
+        data = asdict(self)
+        if self.level_model is not None:
+            data["level_model"] = list(self.level_model)  # what a JSON round trip gives back
+        return {"version": CALIBRATION_VERSION, **data}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Calibration:
@@ -50,6 +55,8 @@ class Calibration:
         fields = {k: v for k, v in data.items() if k != "version"}
         stats = fields.get("score_stats") or {}
         fields["score_stats"] = {_OLD_SUMMARY_KEYS.get(k, k): v for k, v in stats.items()}
+        if fields.get("level_model") is not None:
+            fields["level_model"] = tuple(float(v) for v in fields["level_model"])
         return cls(**fields)
 
 
@@ -107,7 +114,7 @@ def fit_calibration(
 
     Stage 1 runs once per batch; the mask threshold is fitted on all stage-1 maps, then the same
     stage-1 maps give each image's mask for the full scoring pass. ``on_images(k)`` is called after
-    each pass over a batch of k images (a progress hook: 2 passes per image with a mask, else 1).
+    each pass over a batch of k images (a progress hook: :func:`calibration_passes` per image).
     """
     tick = on_images or (lambda k: None)
     if not 0.0 < target_fpr < 1.0:
@@ -120,11 +127,15 @@ def fit_calibration(
     stage1: list[torch.Tensor | None] = [None] * len(batches)
     if mask_cfg.mode != "none":
         stage1 = [_ticked(scorer.stage1(y, ids), tick, len(ids)) for y, ids in batches]
-        values = torch.cat([m.flatten() for m in stage1 if m is not None])
+    level_model = fit_level_model(scorer, batches, stage1, tick)
+    if mask_cfg.mode != "none":
+        values = torch.cat([scorer.mask_evidence(m, y, level_model).flatten()
+                            for m, (y, _) in zip(stage1, batches, strict=True) if m is not None])
         mask_threshold = masking.quantile_threshold(values, mask_cfg.quantile)
     masked_with = resolve_mask_threshold(mask_cfg, None, mask_threshold)  # an explicit threshold still wins
     score_list = [
-        _ticked(scorer.score(y, ids, mask_threshold=masked_with, stage1_map=s1).score, tick, len(ids))
+        _ticked(scorer.score(y, ids, mask_threshold=masked_with, stage1_map=s1, level_model=level_model).score,
+                tick, len(ids))
         for (y, ids), s1 in zip(batches, stage1, strict=True)
     ]
     all_scores = torch.cat(score_list)
@@ -146,4 +157,33 @@ def fit_calibration(
         config_hash=config_hash,
         model_digest=model_digest,
         method_hash=method_hash(scorer.prior, scorer.sampler, scorer.map_cfg, scorer.score_cfg, scorer.tiling),
+        level_model=level_model,
     )
+
+
+def calibration_passes(mask_mode: str, normalise: str) -> int:
+    """Sampling passes per held-out image: stage 1 and the masked pass with a mask; with one stage,
+    the scoring pass and, for relative maps, the pass that measures each image's level."""
+    return 2 if mask_mode != "none" or normalise != "none" else 1
+
+
+def fit_level_model(
+    scorer: Any,
+    batches: list[tuple[torch.Tensor, list[str]]],
+    stage1: list[torch.Tensor | None],
+    tick: Callable[[int], None] = lambda k: None,
+) -> tuple[float, ...] | None:
+    """σ̂(y) fitted on normal images (``maps.normalise="acquisition"``), else None.
+
+    σᵢ is the median of image i's stage-1 map (with one stage, of its single map, sampled once more
+    here), regressed log-linearly on its acquisition features φ(yᵢ) (core/maps.py).
+    """
+    if scorer.map_cfg.normalise == "none":
+        return None
+    levels = []
+    for (y, ids), s1 in zip(batches, stage1, strict=True):
+        if s1 is None:
+            s1 = _ticked(scorer.run_stage(y, ids, scorer.sampler.stage2, "stage2").anomaly_map, tick, len(ids))
+        levels.append(maps.image_level(s1))
+    features = torch.cat([maps.acquisition_features(y) for y, _ in batches])
+    return maps.fit_level_model(features, torch.cat(levels))

@@ -2,9 +2,14 @@
 
 One process, one device. This is what a Ray actor wraps and what the benchmarks call.
 
-    stage 1: n unmasked guided posterior samples → map A₁ → m = 1[A₁ > threshold]
+    stage 1: n unmasked guided posterior samples → map A₁ → m = 1[A₁/σ̂(y) > threshold]
     stage 2: n masked guided posterior samples   → map A₂
-    final:   A = A₂ + w · A₁ (``maps.stage1_weight``)   → image score s
+    final:   A = (A₂ + w · A₁) / σ̂(y) (``maps.stage1_weight``)   → image score s
+
+σ̂(y) is the stage-1 level that normal images of y's brightness and contrast have
+(``maps.normalise="acquisition"``, the default; core/maps.py ``expected_level``, fitted at
+calibration): a normal image under brighter light, whose every difference is larger, is not scored
+higher for it. It is 1 with ``"none"`` or before a level model is fitted.
 
 With tiling on (``tiling.enabled``) each stage runs on the prior-sized tiles of the image read at
 ``tiling.read_size`` (core/tiles.py) and returns the stitched map at that size; the mask, the fused
@@ -49,9 +54,9 @@ class ScoreResult:
     Attributes:
         image_ids: B ids, in input order.
         score: image scores, (B,).
-        anomaly_map: final map A₂ + w · A₁, (B, 1, h, w); h = w = ``maps.crop`` when cropping, else H.
+        anomaly_map: final map (A₂ + w · A₁) / σ̂(y), (B, 1, h, w); h = w = ``maps.crop`` when cropping, else H.
         reconstruction: mean stage-2 posterior sample, (B, 3, H, W).
-        stage1_map: stage-1 map, (B, 1, H, W), or None for single-stage sampling.
+        stage1_map: the raw stage-1 map A₁, (B, 1, H, W), or None for single-stage sampling.
         mask: the stage-2 mask m, (B, 1, H, W), or None.
     """
 
@@ -76,6 +81,7 @@ class AnomalyScorer:
         backbone_digest: digest of the backbone weights file (provenance, recorded in run.json).
         tiling: score by tiles of the image read at ``tiling.read_size`` (None or disabled: the whole image).
         tile_stride: the tiles' step (``MdpsConfig.tile_stride``), with tiling.
+        level_model: the fitted σ̂(y) (``Calibration.level_model``); None leaves the maps raw.
     """
 
     def __init__(
@@ -90,6 +96,7 @@ class AnomalyScorer:
         backbone_digest: str = "",
         tiling: TilingConfig | None = None,
         tile_stride: int | None = None,
+        level_model: tuple[float, ...] | None = None,
     ) -> None:
         self.denoiser = denoiser
         self.prior = prior
@@ -98,6 +105,7 @@ class AnomalyScorer:
         self.score_cfg = score_cfg
         self.backbone = backbone
         self.mask_threshold = mask_threshold
+        self.level_model = level_model  # σ̂(y)'s coefficients and range (calibration.json), or None
         self.backbone_digest = backbone_digest  # provenance of the perceptual weights ("" for none/random)
         self.alpha_bars = alpha_bars(prior)
         self.tiling = tiling if tiling is not None and tiling.enabled else None
@@ -174,8 +182,23 @@ class AnomalyScorer:
 
     # -- the method ---------------------------------------------------------------------
     def stage1(self, y: torch.Tensor, image_ids: list[str]) -> torch.Tensor:
-        """The stage-1 (unmasked) map, (B, 1, H, W): the input of mask calibration."""
+        """The raw stage-1 (unmasked) map A₁, (B, 1, H, W); :meth:`mask_evidence` turns it into what the
+        mask threshold is fitted on and compared with."""
         return self.run_stage(y, image_ids, self.sampler.stage1, "stage1").anomaly_map
+
+    def image_level(self, y: torch.Tensor, level_model: tuple[float, ...] | None = None) -> torch.Tensor | None:
+        """σ̂(y) of each image, (B,), from ``level_model`` or the scorer's; None for raw maps (``maps.normalise
+        ="none"``, or no level model fitted yet)."""
+        model = level_model if level_model is not None else self.level_model
+        if self.map_cfg.normalise == "none" or model is None:
+            return None
+        return maps.expected_level(maps.acquisition_features(y), model)
+
+    def mask_evidence(self, stage1_map: torch.Tensor, y: torch.Tensor,
+                      level_model: tuple[float, ...] | None = None) -> torch.Tensor:
+        """A₁ / σ̂(y), (B, 1, H, W): the values the stage-1 mask threshold is fitted on and applied to."""
+        level = self.image_level(y, level_model)
+        return stage1_map if level is None else maps.relative_to_level(stage1_map, level)
 
     def score(
         self,
@@ -183,12 +206,14 @@ class AnomalyScorer:
         image_ids: list[str],
         mask_threshold: float | None = None,
         stage1_map: torch.Tensor | None = None,
+        level_model: tuple[float, ...] | None = None,
     ) -> ScoreResult:
         """Score a batch: stage 1 → mask → stage 2 (or the single stage when the mask mode is none).
 
         ``mask_threshold`` replaces the scorer's τ for this call (calibration scores its normals with
         the τ it just fitted, the in-process transductive pass with the set's τ; both resolved by
-        ``resolve_mask_threshold`` first); ``stage1_map`` reuses stage-1 maps computed earlier for these images.
+        ``resolve_mask_threshold`` first); ``stage1_map`` reuses stage-1 maps computed earlier for these images;
+        ``level_model`` replaces the scorer's level model (calibration scores with the one it just fitted).
         """
         mode = self.sampler.mask.mode
         mask = None
@@ -203,11 +228,14 @@ class AnomalyScorer:
                 )
             if stage1_map is None:
                 stage1_map = self.stage1(y, image_ids)
-            mask = masking.binary_mask(stage1_map, threshold)
+            mask = masking.binary_mask(self.mask_evidence(stage1_map, y, level_model), threshold)
         out = self.run_stage(y, image_ids, self.sampler.stage2, "stage2", mask)
         final = out.anomaly_map
         if stage1_map is not None:
             final = maps.fuse_stages(final, stage1_map, self.map_cfg.stage1_weight)
+        level = self.image_level(y, level_model)
+        if level is not None:
+            final = maps.relative_to_level(final, level)
         if self.map_cfg.crop is not None:
             final = maps.center_crop(final, self.map_cfg.crop)
         s = scores.image_score(final, self.score_cfg.method, self.score_cfg.k, self.score_cfg.fraction)

@@ -178,5 +178,6 @@ class StageOneRange:
         if not ok:
             return {"lo": np.array([], dtype=np.float64), "hi": np.array([], dtype=np.float64)}
         y = torch.from_numpy(np.stack([batch["pixels"][i] for i in ok])).to(self.detector.device)
-        maps = self.detector.scorer.stage1(y, [str(batch["image_id"][i]) for i in ok])
+        scorer = self.detector.scorer
+        maps = scorer.mask_evidence(scorer.stage1(y, [str(batch["image_id"][i]) for i in ok]), y)
         return {"lo": np.array([float(maps.min())]), "hi": np.array([float(maps.max())])}

@@ -39,7 +39,7 @@ from mdps_ray.config.presets import preset
 from mdps_ray.data.decode import decode_for_training
 from mdps_ray.data.records import ImageRecord, list_records
 from mdps_ray.data.splits import split_holdout
-from mdps_ray.method.calibration import Calibration
+from mdps_ray.method.calibration import Calibration, calibration_passes
 from mdps_ray.models.prior import build_unet
 from mdps_ray.orchestration.cluster import init_ray
 from mdps_ray.orchestration.faults import Faults
@@ -184,7 +184,7 @@ def calibrate_on(method_json: dict[str, Any], state: dict[str, torch.Tensor], ho
     unet.load_state_dict(state)
     device = torch.device("cuda" if use_gpu else "cpu")
     scorer = build_scorer(unet.eval().requires_grad_(False), method, device)
-    passes = 1 if method.sampler.mask.mode == "none" else 2
+    passes = calibration_passes(method.sampler.mask.mode, method.maps.normalise)
     desc, total = f"calibrating on {len(holdout)} held-out images", passes * len(holdout)
     progress: Any = tqdm_ray.tqdm(total=total, desc=desc, unit="pass") if bar == "ray" else \
         progress_bar(total, desc, "pass")

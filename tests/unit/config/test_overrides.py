@@ -85,8 +85,9 @@ def test_an_unquoted_date_override_is_accepted() -> None:
 
 def test_stored_configs_without_later_keys_keep_their_behaviour() -> None:
     old = MdpsConfig().model_dump(mode="json")
-    del old["maps"]["stage1_weight"]
-    assert MdpsConfig.model_validate(upgrade_stored(old)).maps.stage1_weight == 0.0
+    del old["maps"]["stage1_weight"], old["maps"]["normalise"]
+    upgraded = MdpsConfig.model_validate(upgrade_stored(old)).maps
+    assert upgraded.stage1_weight == 0.0 and upgraded.normalise == "none"
 
 
 def test_a_malformed_storage_options_error_does_not_echo_the_secret(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
-from mdps_ray.config.method import MaskConfig
+from mdps_ray.config.method import MapConfig, MaskConfig
 from mdps_ray.core.scores import score_summary
-from mdps_ray.method.calibration import Calibration, fit_calibration, is_anomalous, resolve_mask_threshold
+from mdps_ray.method.calibration import (
+    Calibration,
+    calibration_passes,
+    fit_calibration,
+    is_anomalous,
+    resolve_mask_threshold,
+)
 from tests.helpers.models import make_scorer, tiny_sampler
 
 
@@ -35,8 +43,11 @@ def test_calibration_stores_the_one_score_summary(tiny_unet: torch.nn.Module, im
     ticks: list[int] = []
     cal = fit_calibration(scorer, [(images16, ["a", "b", "c", "d"])], target_fpr=0.25, on_images=ticks.append)
     assert ticks == [4, 4]  # progress: stage 1, then the masked pass, per batch
-    again = scorer.score(images16, ["a", "b", "c", "d"], mask_threshold=cal.mask_threshold).score
+    assert cal.level_model is not None and len(cal.level_model) == 5  # maps.normalise=acquisition, the default
+    again = scorer.score(images16, ["a", "b", "c", "d"], mask_threshold=cal.mask_threshold,
+                         level_model=cal.level_model).score
     assert cal.score_stats == pytest.approx(score_summary(again))
+    assert Calibration.from_json(json.loads(json.dumps(cal.to_json()))) == cal  # the level model survives JSON
     assert set(cal.score_stats) == {"n", "mean", "std", "q50", "q90", "q99"}
 
 
@@ -50,3 +61,14 @@ def test_calibrating_on_too_few_normals_warns(tiny_unet: torch.nn.Module, images
     scorer = make_scorer(tiny_unet, tiny_sampler(mask=MaskConfig(mode="calibrated")))
     with pytest.warns(UserWarning, match="calibrating on 1 held-out normal image"):
         fit_calibration(scorer, [(images16[:1], ["a"])], target_fpr=0.25)
+
+
+@pytest.mark.parametrize("normalise", ["acquisition", "none"])
+def test_one_stage_calibration_counts_the_level_pass_it_makes(tiny_unet: torch.nn.Module, images16: torch.Tensor,
+                                                              normalise: str) -> None:
+    maps = MapConfig(backbone="none", normalise=normalise)  # type: ignore[arg-type]
+    scorer = make_scorer(tiny_unet, tiny_sampler(mask=MaskConfig(mode="none")), maps)
+    ticks: list[int] = []
+    cal = fit_calibration(scorer, [(images16, ["a", "b", "c", "d"])], target_fpr=0.25, on_images=ticks.append)
+    assert len(ticks) == calibration_passes("none", normalise) == (2 if normalise == "acquisition" else 1)
+    assert (cal.level_model is not None) == (normalise == "acquisition") and cal.mask_threshold is None

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from mdps_ray.config.method import MapConfig, MaskConfig, ScoreConfig
+from mdps_ray.core import maps
 from tests.helpers.models import make_scorer, tiny_sampler
 
 IDS = ["cat/test/good/000", "cat/test/good/001", "cat/test/crack/000", "cat/test/crack/001"]
@@ -49,8 +50,9 @@ def test_outputs_have_documented_shapes(tiny_unet: torch.nn.Module, images16: to
 
 def test_final_map_is_stage2_plus_weighted_stage1(tiny_unet: torch.nn.Module, images16: torch.Tensor) -> None:
     sampler = tiny_sampler(mask=MaskConfig(mode="calibrated", threshold=0.15))
-    paper = make_scorer(tiny_unet, sampler).score(images16, IDS)
-    fused = make_scorer(tiny_unet, sampler, MapConfig(backbone="random", blur_sigma=1.0, stage1_weight=0.5))
+    raw = MapConfig(backbone="random", blur_sigma=1.0, stage1_weight=0.0, normalise="none")
+    paper = make_scorer(tiny_unet, sampler, raw).score(images16, IDS)
+    fused = make_scorer(tiny_unet, sampler, raw.model_copy(update={"stage1_weight": 0.5}))
     r = fused.score(images16, IDS)
     assert paper.mask is not None and paper.stage1_map is not None and 0 < paper.mask.mean() < 1
     assert torch.allclose(r.anomaly_map, paper.anomaly_map + 0.5 * paper.stage1_map, atol=1e-6)
@@ -60,6 +62,32 @@ def test_final_map_is_stage2_plus_weighted_stage1(tiny_unet: torch.nn.Module, im
     plain = make_scorer(tiny_unet, single).score(images16, IDS)
     weighted = make_scorer(tiny_unet, single, MapConfig(backbone="random", blur_sigma=1.0, stage1_weight=0.5))
     assert torch.equal(weighted.score(images16, IDS).anomaly_map, plain.anomaly_map)
+
+
+def test_relative_maps_divide_both_stages_by_the_expected_level_of_each_image(
+    tiny_unet: torch.nn.Module, images16: torch.Tensor
+) -> None:
+    raw_maps = MapConfig(backbone="random", blur_sigma=1.0, stage1_weight=0.5, normalise="none")
+    sampler = tiny_sampler(mask=MaskConfig(mode="calibrated", threshold=1.2))
+    model = (-2.0, 0.5, 0.3, 0.05, 0.4)  # β and the fitted range of σ
+    relative = make_scorer(tiny_unet, sampler, raw_maps.model_copy(update={"normalise": "acquisition"}))
+    relative.level_model = model
+    r = relative.score(images16, IDS)
+    assert r.stage1_map is not None and r.mask is not None
+    phi = maps.acquisition_features(images16)
+    sigma = (phi @ torch.tensor(model[:3], dtype=torch.float64)).exp().clamp(0.05, 0.4).float().view(-1, 1, 1, 1)
+    # the mask compares A1 / sigma with the threshold: the raw stage-1 map thresholded at 1.2 sigma
+    assert torch.equal(r.mask, (r.stage1_map > 1.2 * sigma).float()) and 0 < r.mask.mean() < 1
+    # the final map is (A2 + w A1) / sigma, A2 sampled under that mask
+    stage2 = relative.run_stage(images16, IDS, sampler.stage2, "stage2", r.mask).anomaly_map
+    assert torch.allclose(r.anomaly_map, (stage2 + 0.5 * r.stage1_map) / sigma, atol=1e-5)
+    # batch-mates do not move an image's level
+    alone = relative.score(images16[2:3], IDS[2:3])
+    assert torch.allclose(alone.anomaly_map[0], r.anomaly_map[2], atol=1e-5)
+    # without a fitted level model, or with normalise=none, the maps are raw
+    relative.level_model = None
+    plain = make_scorer(tiny_unet, sampler, raw_maps).score(images16, IDS)
+    assert torch.allclose(relative.score(images16, IDS).anomaly_map, plain.anomaly_map, atol=1e-6)
 
 
 def test_pixel_only_maps_work_without_a_backbone(tiny_unet: torch.nn.Module, images16: torch.Tensor) -> None:

@@ -14,7 +14,7 @@ from mdps_ray.models.runtime import prepare_unet, unet_denoiser
 from tests.helpers.models import TINY_PRIOR, tiny_sampler
 
 IDS = ["a", "b", "c"]
-MAPS = MapConfig(backbone="random", blur_sigma=1.0, stage1_weight=0.0)
+MAPS = MapConfig(backbone="random", blur_sigma=1.0, stage1_weight=0.0, normalise="none")  # as the official code
 
 
 def _scorer(unet: torch.nn.Module, runtime: RuntimeConfig, **sampler: object) -> AnomalyScorer:
