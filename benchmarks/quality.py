@@ -56,19 +56,18 @@ def run_category(root: Path, args: argparse.Namespace, base: MdpsConfig, out: Pa
         )
         print(f"[{category}] {prior_line}", flush=True)
     loaded = load_prior(str(model_dir))
-    # the trivial baseline at the prior's read size, beside every row: a variant must beat it
-    floor = baseline_evaluation(train_records, test_records, loaded.config, device).metrics
+    # the prior (and its training) from the model; how it is sampled and scored from the config under test
+    method = loaded.config.model_copy(update={k: getattr(base, k) for k in ("sampler", "maps", "score", "runtime")})
+    # the trivial baseline at the prior's read size, with the same maps and score, beside every row
+    floor = baseline_evaluation(train_records, test_records, method, device).metrics
     rows = []
     for name in args.variants:
         if name == "baseline":
-            ev = baseline_evaluation(train_records, test_records, loaded.config, device)
+            ev = baseline_evaluation(train_records, test_records, method, device)
         else:
-            cfg = apply_overrides(
-                loaded.config.model_copy(update={k: getattr(base, k) for k in ("sampler", "maps", "score", "runtime")}),
-                VARIANTS[name],
-            )
+            cfg = apply_overrides(method, VARIANTS[name])
             scorer = build_scorer(loaded.unet, cfg, device)
-            if cfg.sampler.mask.mode == "calibrated":
+            if cfg.sampler.mask.mode == "calibrated" or cfg.maps.normalise != "none":  # a threshold or a level
                 cal = calibrate_local(scorer, holdout, args.batch_size, device)
                 scorer = build_scorer(loaded.unet, cfg, device, calibration=cal)
             ev = evaluate_local(scorer, test_records, args.batch_size, device)

@@ -19,6 +19,9 @@ from mdps_ray.workflows import Evaluation, split_metrics
 
 VARIANTS: dict[str, list[str]] = {
     "default": [],
+    "raw_maps": ["maps.normalise=none"],
+    "relative_w1": ["maps.stage1_weight=1.0"],
+    "relative_w0": ["maps.stage1_weight=0"],
     "stage1_only": ["sampler.mask.mode=none"],
     "stage2_map_only": ["maps.stage1_weight=0"],
     "no_guidance": ["sampler.mask.mode=none", "sampler.stage2.rho=0"],
@@ -41,6 +44,9 @@ VARIANTS: dict[str, list[str]] = {
 
 DESCRIPTIONS: dict[str, str] = {
     "default": "the configuration under test (two-stage MDPS, calibrated mask, its maps)",
+    "raw_maps": "maps not divided by the expected level of the image's acquisition (maps.normalise=none, the paper's)",
+    "relative_w1": "relative maps with final map (A2 + 1.0 x A1) / sigma(y)",
+    "relative_w0": "relative maps with final map A2 / sigma(y)",
     "stage1_only": "unmasked guided sampling only, one stage",
     "stage2_map_only": "final map = stage-2 map alone (the paper's; maps.stage1_weight=0)",
     "no_guidance": "one stage, rho = 0: plain DDIM noise-and-denoise",
