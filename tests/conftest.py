@@ -42,6 +42,14 @@ def bottle_root() -> Path:
     return root
 
 
+@pytest.fixture
+def kolektorsdd_root() -> Path:
+    root = SHARED_DATASETS / "kolektorsdd"
+    if not root.is_dir():
+        pytest.skip(f"real data absent: {root} not found (../shared/datasets is provided beside the checkout)")
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_unet: torch.nn.Module, synthetic_root: Path) -> Path:
     model = tmp_path_factory.mktemp("model") / "model"
