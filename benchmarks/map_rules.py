@@ -54,9 +54,8 @@ def stage2_pass(scorer, y, ids, mask, batch_size):
 
 
 def contrast(y):
-    """Per-image spread of the observation, (B, 1, 1, 1): mean absolute deviation over pixels and channels."""
-    flat = y.flatten(1)
-    return (flat - flat.median(dim=1, keepdim=True).values).abs().mean(dim=1).view(-1, 1, 1, 1)
+    """Per-image spread of the observation, (B, 1, 1, 1): MAD(y), the contrast feature of the level model."""
+    return core_maps.acquisition_features(y)[:, 1].exp().float().view(-1, 1, 1, 1)
 
 
 def top(amap):

@@ -34,20 +34,21 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("data"), size=32, n_train=24, n_test_good=4, n_test_defect=2)
 
 
-@pytest.fixture
-def bottle_root() -> Path:
-    root = SHARED_DATASETS / "mvtec_bottle"
+def _real_category(name: str) -> Path:
+    root = SHARED_DATASETS / name
     if not root.is_dir():
         pytest.skip(f"real data absent: {root} not found (../shared/datasets is provided beside the checkout)")
     return root
+
+
+@pytest.fixture
+def bottle_root() -> Path:
+    return _real_category("mvtec_bottle")
 
 
 @pytest.fixture
 def kolektorsdd_root() -> Path:
-    root = SHARED_DATASETS / "kolektorsdd"
-    if not root.is_dir():
-        pytest.skip(f"real data absent: {root} not found (../shared/datasets is provided beside the checkout)")
-    return root
+    return _real_category("kolektorsdd")
 
 
 @pytest.fixture(scope="session")

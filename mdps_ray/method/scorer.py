@@ -186,7 +186,7 @@ class AnomalyScorer:
         mask threshold is fitted on and compared with."""
         return self.run_stage(y, image_ids, self.sampler.stage1, "stage1").anomaly_map
 
-    def image_level(self, y: torch.Tensor, level_model: tuple[float, ...] | None = None) -> torch.Tensor | None:
+    def expected_level(self, y: torch.Tensor, level_model: tuple[float, ...] | None = None) -> torch.Tensor | None:
         """σ̂(y) of each image, (B,), from ``level_model`` or the scorer's; None for raw maps (``maps.normalise
         ="none"``, or no level model fitted yet)."""
         model = level_model if level_model is not None else self.level_model
@@ -197,7 +197,7 @@ class AnomalyScorer:
     def mask_evidence(self, stage1_map: torch.Tensor, y: torch.Tensor,
                       level_model: tuple[float, ...] | None = None) -> torch.Tensor:
         """A₁ / σ̂(y), (B, 1, H, W): the values the stage-1 mask threshold is fitted on and applied to."""
-        level = self.image_level(y, level_model)
+        level = self.expected_level(y, level_model)
         return stage1_map if level is None else maps.relative_to_level(stage1_map, level)
 
     def score(
@@ -233,7 +233,7 @@ class AnomalyScorer:
         final = out.anomaly_map
         if stage1_map is not None:
             final = maps.fuse_stages(final, stage1_map, self.map_cfg.stage1_weight)
-        level = self.image_level(y, level_model)
+        level = self.expected_level(y, level_model)
         if level is not None:
             final = maps.relative_to_level(final, level)
         if self.map_cfg.crop is not None:
