@@ -30,7 +30,7 @@ from mdps_ray.config.presets import preset
 from mdps_ray.data.records import list_mvtec
 from mdps_ray.data.splits import split_holdout
 from mdps_ray.storage.checkpoints import load_prior, save_prior
-from mdps_ray.workflows import calibrate_local, evaluate_local, train_local
+from mdps_ray.workflows import calibrate_local, evaluate_local, final_priors, train_local_priors
 
 METRICS = ["image_auroc", "pixel_auroc", "aupro", "f1_max", "ap", "psnr_normal", "ssim_normal", "seconds_per_image"]
 BASELINE = ["baseline_image_auroc", "baseline_pixel_auroc"]
@@ -48,12 +48,12 @@ def run_category(root: Path, args: argparse.Namespace, base: MdpsConfig, out: Pa
     prior_line = f"loaded from `{model_dir}`"
     if not (model_dir / "mdps.json").exists() or args.retrain:
         t0 = time.monotonic()
-        trainer = train_local(train_records, base, args.max_steps or 10**9, args.budget_minutes * 60, device)
-        digest = save_prior(trainer.final_unet(), base, str(model_dir))
-        prior_line = (
-            f"trained {trainer.step_count} steps in {time.monotonic() - t0:.0f} s, "
-            f"final loss {sum(trainer.losses[-50:]) / 50:.4f}, digest {digest}"
-        )
+        trainers = train_local_priors(train_records, base, args.max_steps or 10**9, args.budget_minutes * 60, device)
+        digest = save_prior(final_priors(trainers, base), base, str(model_dir))
+        steps = "+".join(str(t.step_count) for t in trainers)
+        loss = sum(sum(t.losses[-50:]) / 50 for t in trainers) / len(trainers)
+        prior_line = (f"trained {steps} steps ({len(trainers)} prior(s)) in {time.monotonic() - t0:.0f} s, "
+                      f"final loss {loss:.4f}, digest {digest}")
         print(f"[{category}] {prior_line}", flush=True)
     loaded = load_prior(str(model_dir))
     # the prior (and its training) from the model; how it is sampled and scored from the config under test

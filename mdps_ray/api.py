@@ -33,7 +33,7 @@ from mdps_ray.storage.weights import load_backbone_weights
 
 
 def build_scorer(
-    unet: UNet2DModel,
+    unet: UNet2DModel | Sequence[UNet2DModel],
     config: MdpsConfig,
     device: str | torch.device = "cpu",
     calibration: Calibration | None = None,
@@ -43,7 +43,8 @@ def build_scorer(
     """An :class:`AnomalyScorer` on ``device``; its ``backbone_digest`` names the weights it loaded.
 
     The stage-1 mask threshold comes from :func:`~mdps_ray.method.calibration.resolve_mask_threshold`
-    (explicit config > ``transductive_threshold`` > ``calibration``).
+    (explicit config > ``transductive_threshold`` > ``calibration``). ``unet`` is the prior, or the T
+    per-position priors in tile order (``tiling.prior="per_position"``).
     """
     device = torch.device(device)
     check_device(device)
@@ -52,10 +53,12 @@ def build_scorer(
     if isinstance(backbone, torch.nn.Module):
         backbone.to(device)
     rt = config.runtime
-    unet = prepare_unet(unet, device, rt.channels_last, rt.compile, rt.precision, rt.tf32)
+    nets = [unet] if isinstance(unet, UNet2DModel) else list(unet)
+    denoisers = [unet_denoiser(prepare_unet(u, device, rt.channels_last, rt.compile, rt.precision, rt.tf32),
+                               rt.precision, rt.channels_last) for u in nets]
     calibrated = calibration.mask_threshold if calibration is not None else None
     threshold = resolve_mask_threshold(config.sampler.mask, transductive_threshold, calibrated)
-    denoiser = unet_denoiser(unet, rt.precision, rt.channels_last)
+    denoiser = denoisers[0] if isinstance(unet, UNet2DModel) else denoisers
     level_model = calibration.level_model if calibration is not None else None
     return AnomalyScorer(denoiser, config.prior, config.sampler, config.maps, config.score, backbone, threshold,
                          backbone_digest, config.tiling, config.tile_stride, level_model)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from diffusers import UNet2DModel
 
 from mdps_ray.api import Detector
 from mdps_ray.config.method import MdpsConfig, upgrade_stored
@@ -22,6 +23,7 @@ from mdps_ray.data.images import iter_batches, load_images, load_masks, mask_sid
 from mdps_ray.data.records import ImageRecord, detect_layout, list_records
 from mdps_ray.data.splits import split_holdout
 from mdps_ray.method.calibration import Calibration, fit_calibration, resolve_mask_threshold
+from mdps_ray.method.positions import fit_position_priors
 from mdps_ray.method.scorer import AnomalyScorer
 from mdps_ray.method.training import PriorTrainer, fit_prior
 from mdps_ray.metrics import functional as F
@@ -42,9 +44,34 @@ def train_local(
     device: torch.device,
     on_step: Callable[[int, float], None] | None = None,
 ) -> PriorTrainer:
-    """Load the training images once and fit the prior in this process."""
+    """Load the training images once and fit the prior in this process (one prior: see :func:`train_local_priors`
+    for per-position ones)."""
+    if config.tiling.prior == "per_position":
+        raise ValueError("expected one shared prior for train_local, got tiling.prior=per_position; "
+                         "use train_local_priors")
+    return train_local_priors(records, config, max_steps, max_seconds, device, on_step)[0]
+
+
+def train_local_priors(
+    records: Sequence[ImageRecord],
+    config: MdpsConfig,
+    max_steps: int,
+    max_seconds: float | None,
+    device: torch.device,
+    on_step: Callable[[int, float], None] | None = None,
+) -> list[PriorTrainer]:
+    """The model's priors fitted in this process: one, or one per tile position (each ``max_steps``, an
+    equal share of ``max_seconds``); :func:`final_priors` gives what :func:`save_prior` takes."""
     images = load_images([r.uri for r in records], config.read_size).to(device)
-    return fit_prior(images, config.prior, config.train, max_steps, max_seconds, on_step)
+    if config.tiling.prior == "per_position":
+        return fit_position_priors(images, config, max_steps, max_seconds, on_step)
+    return [fit_prior(images, config.prior, config.train, max_steps, max_seconds, on_step)]
+
+
+def final_priors(trainers: Sequence[PriorTrainer], config: MdpsConfig) -> UNet2DModel | list[UNet2DModel]:
+    """The UNet to save and score with, or the list of per-position UNets in tile order."""
+    nets = [t.final_unet() for t in trainers]
+    return nets if config.tiling.prior == "per_position" else nets[0]
 
 
 def calibrate_local(

@@ -184,7 +184,9 @@ class TilingConfig(_Frozen):
     ``read_size`` × ``read_size``, cut into prior-sized tiles at ``stride``, each tile sampled and
     mapped, and the tile maps stitched (core/tiles.py) into a map at ``read_size``: a 1–3 px crack at
     256 px stays 1–3 px instead of becoming sub-pixel at 64 px. The prior is *shared* by every tile
-    position, trained on random crops of the normal images read at ``read_size``.
+    position, trained on random crops of the normal images read at ``read_size``, or *per_position*:
+    one prior per tile position (anomalib's tiled ensemble), each trained on that tile of every normal
+    image — for objects, whose every position looks different; the positions share the training budget.
     """
 
     enabled: bool = Field(False, description="Score (and train) by tiles.")
@@ -192,6 +194,9 @@ class TilingConfig(_Frozen):
     stride: int | None = Field(None, ge=1, description="Tile step in pixels; default 3/4 of the tile (25 % overlap).")
     seams: Literal["flat", "smooth"] = Field(
         "flat", description="Stitching weights: flat mean in overlaps, or smooth (a raised cosine per tile).")
+    prior: Literal["shared", "per_position"] = Field(
+        "shared", description="One prior for every tile (trained on random crops), or one per tile position "
+        "(each trained on its tile of every image; they share the training budget).")
 
 
 class RuntimeConfig(_Frozen):
@@ -239,6 +244,9 @@ class MdpsConfig(_Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> MdpsConfig:
+        if self.tiling.prior == "per_position" and not self.tiling.enabled:
+            raise ValueError("expected tiling.enabled=true with tiling.prior=per_position, got tiling off; "
+                             "set tiling.enabled=true (per-position priors exist only for tiles)")
         if self.tiling.enabled and not self.tile_stride <= self.prior.image_size <= self.tiling.read_size:
             raise ValueError(f"expected tiling.stride <= prior.image_size <= tiling.read_size, got stride "
                              f"{self.tile_stride}, tile {self.prior.image_size}, read_size {self.tiling.read_size}")
@@ -255,16 +263,20 @@ class MdpsConfig(_Frozen):
 
 # Keys added after configs were first hashed, with the value that leaves a hash as it was: a config at
 # that value hashes as before the key existed (committed rows, nightly skips and calibrations stay valid).
-_HASH_OMITS: tuple[tuple[str, str, Any], ...] = (("runtime", "tf32", False), ("maps", "normalise", "none"))
+_HASH_OMITS: tuple[tuple[str, str, Any], ...] = (("runtime", "tf32", False), ("maps", "normalise", "none"),
+                                                 ("tiling", "prior", "shared"))
 
 
 # Sections added after configs were first hashed: left out of the hash while at their default.
 _HASH_OMITS_SECTIONS: dict[str, type[BaseModel]] = {"tiling": TilingConfig}
 
 
-def config_hash(model: BaseModel) -> str:
-    """A stable hash of a config: sorted-key JSON, sha256, first 16 hex digits."""
+def config_hash(model: BaseModel, as_section: str | None = None) -> str:
+    """A stable hash of a config: sorted-key JSON, sha256, first 16 hex digits (``as_section``: the name of the
+    section ``model`` is, so the keys added to it later are omitted as in the whole config's hash)."""
     data = model.model_dump(mode="json")
+    if as_section is not None:
+        data = {k: v for k, v in data.items() if (as_section, k, v) not in _HASH_OMITS}
     for section, default in _HASH_OMITS_SECTIONS.items():
         if section in data and data[section] == default().model_dump(mode="json"):
             data.pop(section)
@@ -288,8 +300,10 @@ def method_hash(prior: PriorConfig, sampler: SamplerConfig, maps: MapConfig, sco
                 tiling: TilingConfig | None = None) -> str:
     """Hash of the settings that calibrated thresholds depend on (runtime knobs left out; tiling only when on,
     so calibrations made before it existed stay valid)."""
-    parts: list[BaseModel] = [prior, sampler, maps, score, *([tiling] if tiling is not None and tiling.enabled else [])]
+    parts: list[BaseModel] = [prior, sampler, maps, score]
     text = "|".join(config_hash(part) for part in parts)
+    if tiling is not None and tiling.enabled:
+        text += "|" + config_hash(tiling, "tiling")
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

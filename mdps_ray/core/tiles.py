@@ -14,15 +14,22 @@ Stitching is a weighted average over the tiles covering a pixel p:
 with w = 1 ("flat": the plain mean in overlaps) or a separable window that falls towards the tile's
 edges ("smooth": seam smoothing, 1 in the centre, ``floor`` at the edge, so a pixel seen by one tile
 only keeps its value). Rows are image-major: tile k of image b is row b·T + k.
+
+A per-position prior is T networks ε_θ^k, one per tile position; with n posterior samples per tile the
+sampler's rows are (image b, tile k, sample j) → row (b·T + k)·n + j, and :func:`by_position` sends
+each row to ε_θ^k of its tile.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
+
+from mdps_ray.core.guidance import Denoiser
 
 Seams = Literal["flat", "smooth"]
 
@@ -101,3 +108,24 @@ class TileGrid:
     def _check(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or tuple(x.shape[-2:]) != (self.height, self.width):
             raise ValueError(f"expected images of shape (B, C, {self.height}, {self.width}), got {tuple(x.shape)}")
+
+
+def by_position(denoisers: Sequence[Denoiser], n_samples: int) -> Denoiser:
+    """ε_θ over rows (b·T + k)·n + j that applies the k-th of the T ``denoisers`` to the rows of tile k.
+
+    x_t (B·T·n, C, t, t) and timesteps (B·T·n,) → ε (B·T·n, C, t, t); each row sees only its position's
+    network, so a row's output does not depend on the other rows.
+    """
+    positions = len(denoisers)
+    group = positions * n_samples
+
+    def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if x_t.shape[0] % group:
+            raise ValueError(f"expected rows in whole images of {positions} tiles x {n_samples} samples, "
+                             f"got {x_t.shape[0]} rows")
+        x = x_t.view(-1, positions, n_samples, *x_t.shape[1:])
+        steps = t.view(-1, positions, n_samples)
+        eps = [net(x[:, k].flatten(0, 1), steps[:, k].flatten()) for k, net in enumerate(denoisers)]
+        return torch.stack([e.view(-1, n_samples, *e.shape[1:]) for e in eps], dim=1).flatten(0, 2)
+
+    return denoise

@@ -14,12 +14,15 @@ higher for it. It is 1 with ``"none"`` or before a level model is fitted.
 With tiling on (``tiling.enabled``) each stage runs on the prior-sized tiles of the image read at
 ``tiling.read_size`` (core/tiles.py) and returns the stitched map at that size; the mask, the fused
 map and the score are then the same steps on the stitched maps, so the stage-1 mask of a tile is
-its window of the stitched stage-1 map against the calibrated threshold.
+its window of the stitched stage-1 map against the calibrated threshold. With per-position priors
+(``tiling.prior="per_position"``) the scorer holds one ε_θ per tile position and each tile's rows go to
+its own (core/tiles.py ``by_position``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -29,7 +32,7 @@ from mdps_ray.core import maps, masking, schedule, scores
 from mdps_ray.core.guidance import Denoiser
 from mdps_ray.core.noise import RowNoise, sample_seeds
 from mdps_ray.core.sampler import ReverseProcess, sample_posterior
-from mdps_ray.core.tiles import TileGrid
+from mdps_ray.core.tiles import TileGrid, by_position
 from mdps_ray.models.backbones import Backbone
 from mdps_ray.models.prior import alpha_bars
 
@@ -72,7 +75,8 @@ class AnomalyScorer:
     """Composes the prior, the posterior sampler, the difference map and the image score.
 
     Args:
-        denoiser: ε_θ(x_t, t) of the prior, on the device of the inputs.
+        denoiser: ε_θ(x_t, t) of the prior, on the device of the inputs; with per-position priors a sequence
+            of T of them, one per tile position in the grid's order.
         prior: the prior's config (schedule and image size).
         sampler, map_cfg, score_cfg: the method's settings.
         backbone: perceptual backbone, or None for pixel-only maps.
@@ -86,7 +90,7 @@ class AnomalyScorer:
 
     def __init__(
         self,
-        denoiser: Denoiser,
+        denoiser: Denoiser | Sequence[Denoiser],
         prior: PriorConfig,
         sampler: SamplerConfig,
         map_cfg: MapConfig,
@@ -98,7 +102,6 @@ class AnomalyScorer:
         tile_stride: int | None = None,
         level_model: tuple[float, ...] | None = None,
     ) -> None:
-        self.denoiser = denoiser
         self.prior = prior
         self.sampler = sampler
         self.map_cfg = map_cfg
@@ -112,6 +115,19 @@ class AnomalyScorer:
         self.grid = None if self.tiling is None else TileGrid(
             self.tiling.read_size, self.tiling.read_size, prior.image_size,
             tile_stride or max(1, 3 * prior.image_size // 4), self.tiling.seams)
+        self.denoiser: Denoiser | None = None if isinstance(denoiser, Sequence) else denoiser
+        self.position_denoisers: list[Denoiser] = list(denoiser) if isinstance(denoiser, Sequence) else []
+        self._check_priors()
+
+    def _check_priors(self) -> None:
+        """One ε_θ, or one per tile position exactly when ``tiling.prior="per_position"``."""
+        per_position = self.grid is not None and self.tiling is not None and self.tiling.prior == "per_position"
+        want = len(self.grid) if per_position and self.grid is not None else 1
+        got = len(self.position_denoisers) or 1
+        if per_position != bool(self.position_denoisers) or got != want:
+            kind = "per_position" if per_position else "shared (or tiling off)"
+            raise ValueError(f"expected {want} prior(s) for tiling.prior {kind}, got {got}; "
+                             "score with the tiling settings the model was trained with")
 
     @property
     def read_size(self) -> int:
@@ -159,7 +175,8 @@ class AnomalyScorer:
         noise = RowNoise(sample_seeds(self.sampler.seed, image_ids, n, name), y.device)
         rows = y.repeat_interleave(n, dim=0)
         row_mask = None if mask is None else mask.repeat_interleave(n, dim=0)
-        x0 = sample_posterior(self.denoiser, rows, process, noise, row_mask, self.sampler.masked_sampler)
+        denoiser = self.denoiser if self.denoiser is not None else by_position(self.position_denoisers, n)
+        x0 = sample_posterior(denoiser, rows, process, noise, row_mask, self.sampler.masked_sampler)
         with torch.no_grad():
             amap = self.difference_map(x0, y, n)
         return StageOutput(anomaly_map=amap, reconstruction=maps.mean_over_samples(x0.detach(), n))

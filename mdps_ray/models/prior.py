@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import torch
 from diffusers import DDIMScheduler, UNet2DModel
@@ -63,6 +64,13 @@ def weights_digest(module: torch.nn.Module) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
+
+
+def prior_digest(nets: Sequence[torch.nn.Module]) -> str:
+    """:func:`weights_digest` of one prior; of T per-position priors, sha256 over their digests in order."""
+    if len(nets) == 1:
+        return weights_digest(nets[0])
+    return hashlib.sha256("|".join(weights_digest(n) for n in nets).encode()).hexdigest()[:16]
 
 
 def count_parameters(module: torch.nn.Module) -> int:

@@ -46,6 +46,7 @@ from mdps_ray.orchestration.faults import Faults
 from mdps_ray.orchestration.progress import progress_bar
 from mdps_ray.orchestration.score_plan import refuse_relative_in_submitted_job
 from mdps_ray.orchestration.train_loop import train_func, write_loss_files
+from mdps_ray.orchestration.train_positions import train_positions
 from mdps_ray.storage.checkpoints import save_calibration, save_prior
 from mdps_ray.storage.uris import filesystem, join, probe_writable, read_bytes, write_bytes
 from mdps_ray.workflows import calibrate_local
@@ -163,10 +164,12 @@ def _final_unet(method: MdpsConfig, checkpoint_dir: Path) -> tuple[torch.nn.Modu
     return unet.eval().requires_grad_(False), meta
 
 
-def _calibrate(job: TrainJobConfig, method: MdpsConfig, unet: torch.nn.Module, holdout: list[ImageRecord],
+def _calibrate(job: TrainJobConfig, method: MdpsConfig, unet: Any, holdout: list[ImageRecord],
                digest: str) -> Calibration:
-    """Calibrate the trained prior where :attr:`TrainJobConfig.calibrate_where` says; returns the thresholds."""
-    args = (method.model_dump(mode="json"), unet.state_dict(), holdout, job.target_fpr, digest,
+    """Calibrate the trained prior (or per-position priors) where :attr:`TrainJobConfig.calibrate_where` says;
+    returns the thresholds."""
+    states = [u.state_dict() for u in unet] if isinstance(unet, list) else unet.state_dict()
+    args = (method.model_dump(mode="json"), states, holdout, job.target_fpr, digest,
             job.storage_options)
     on_cluster = job.calibrate_where == "cluster" or (job.calibrate_where == "auto" and job.use_gpu)
     if not on_cluster:
@@ -175,15 +178,20 @@ def _calibrate(job: TrainJobConfig, method: MdpsConfig, unet: torch.nn.Module, h
     return ray.get(task.remote(*args, job.use_gpu, "ray"))
 
 
-def calibrate_on(method_json: dict[str, Any], state: dict[str, torch.Tensor], holdout: list[ImageRecord],
+def calibrate_on(method_json: dict[str, Any], state: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]],
+                 holdout: list[ImageRecord],
                  target_fpr: float, digest: str, so: dict[str, Any], use_gpu: bool, bar: str | None) -> Calibration:
     """Build the scorer on this process's device (cuda when ``use_gpu``) and fit the thresholds, with a
-    progress bar on the terminal (``bar="ray"``: Ray's bar, relayed from a task)."""
+    progress bar on the terminal (``bar="ray"``: Ray's bar, relayed from a task). ``state`` is the prior's
+    weights, or a list of the per-position priors' weights."""
     method = MdpsConfig.model_validate(method_json)
-    unet = build_unet(method.prior)
-    unet.load_state_dict(state)
+    nets = []
+    for weights in state if isinstance(state, list) else [state]:
+        net = build_unet(method.prior)
+        net.load_state_dict(weights)
+        nets.append(net.eval().requires_grad_(False))
     device = torch.device("cuda" if use_gpu else "cpu")
-    scorer = build_scorer(unet.eval().requires_grad_(False), method, device)
+    scorer = build_scorer(nets if isinstance(state, list) else nets[0], method, device)
     passes = calibration_passes(method.sampler.mask.mode, method.maps.normalise)
     desc, total = f"calibrating on {len(holdout)} held-out images", passes * len(holdout)
     progress: Any = tqdm_ray.tqdm(total=total, desc=desc, unit="pass") if bar == "ray" else \
@@ -193,6 +201,25 @@ def calibrate_on(method_json: dict[str, Any], state: dict[str, torch.Tensor], ho
                                model_digest=digest, storage_options=so, on_images=progress.update)
     finally:
         progress.close()
+
+
+def _train_shared(job: TrainJobConfig, method: MdpsConfig, train: list[ImageRecord], run_name: str,
+                  deadline: float | None, category: str) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """One prior on Ray Train (data-parallel, checkpointed, resumable); its final UNet and state."""
+    result = _trainer(job, method, train, run_name, deadline).fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"training of {category} produced no checkpoint")
+    with result.checkpoint.as_directory() as d:
+        return _final_unet(method, Path(d))
+
+
+def _train_per_position(job: TrainJobConfig, method: MdpsConfig, train: list[ImageRecord],
+                        deadline: float | None) -> tuple[list[Any], dict[str, Any]]:
+    """The per-position priors as parallel Ray tasks; a state shaped as :func:`_final_unet`'s."""
+    trained = train_positions(job, method, train, deadline)
+    meta = {"step": min(trained.steps), "elapsed": trained.seconds, "losses": trained.mean_losses(),
+            "position_steps": trained.steps}
+    return list(trained.unets), meta
 
 
 def train_category(job: TrainJobConfig, method: MdpsConfig, root: str, category: str, model_uri: str
@@ -206,11 +233,11 @@ def train_category(job: TrainJobConfig, method: MdpsConfig, root: str, category:
     _check_writable(model_uri, so)
     run_name = job.run_name or "train-" + hashlib.sha256(f"{model_uri}|{method.digest()}".encode()).hexdigest()[:12]
     init_ray()
-    result = _trainer(job, method, train, run_name, deadline).fit()
-    if result.checkpoint is None:
-        raise RuntimeError(f"training of {category} produced no checkpoint")
-    with result.checkpoint.as_directory() as d:
-        unet, meta = _final_unet(method, Path(d))
+    unet: Any  # the UNet, or the per-position UNets in tile order
+    if method.tiling.prior == "per_position":
+        unet, meta = _train_per_position(job, method, train, deadline)
+    else:
+        unet, meta = _train_shared(job, method, train, run_name, deadline, category)
     digest = save_prior(unet, method, model_uri, so)
     losses = [float(v) for v in meta["losses"]]
     write_loss_files(losses, model_uri, so)
@@ -228,6 +255,7 @@ def train_category(job: TrainJobConfig, method: MdpsConfig, root: str, category:
         "versions": {"mdps_ray": __version__, "torch": torch.__version__, "ray": ray.__version__},
         "job": job.redacted(), "run_name": run_name, "starts": meta.get("starts", []),
         "last_grad_norm": (meta.get("grad_norms") or [None])[-1],
+        **({"position_steps": meta["position_steps"]} if "position_steps" in meta else {}),
     }
     write_bytes(join(model_uri, "model_card.json"), json.dumps(card, indent=2, sort_keys=True).encode(), so)
     return TrainedModel(category, model_uri, int(meta["step"]), card["final_loss"] or float("nan"), seconds,

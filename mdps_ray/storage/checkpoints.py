@@ -4,6 +4,7 @@ Layout of a model directory (local path or any fsspec URI)::
 
     <model>/unet/config.json
     <model>/unet/diffusion_pytorch_model.safetensors
+    <model>/positions/<k>/unet/…  instead, with per-position priors: prior k (tile k of the grid), k = 0 … T − 1
     <model>/scheduler/scheduler_config.json
     <model>/mdps.json          the MdpsConfig the prior was trained with, and the weights digest
     <model>/calibration.json   thresholds fitted on held-out normal images (optional)
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,8 @@ from diffusers import UNet2DModel
 from mdps_ray.config.method import MdpsConfig, upgrade_stored
 from mdps_ray.config.overrides import validate
 from mdps_ray.method.calibration import Calibration
-from mdps_ray.models.prior import build_scheduler, weights_digest
+from mdps_ray.method.positions import prior_count
+from mdps_ray.models.prior import build_scheduler, prior_digest
 from mdps_ray.storage.uris import exists, filesystem, join, read_bytes, write_bytes
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -38,19 +41,32 @@ class CheckpointError(ValueError):
 
 @dataclass(frozen=True)
 class LoadedPrior:
-    """A prior read back from storage."""
+    """A prior read back from storage: ``unet`` is the UNet, or the T per-position UNets in tile order."""
 
-    unet: UNet2DModel
+    unet: UNet2DModel | list[UNet2DModel]
     config: MdpsConfig
     digest: str
     calibration: Calibration | None
 
 
-def save_prior(unet: UNet2DModel, config: MdpsConfig, uri: str, storage_options: dict[str, Any] | None = None) -> str:
-    """Write the prior to ``uri``; returns the weights digest."""
-    digest = weights_digest(unet)
+def prior_dirs(config: MdpsConfig) -> list[str]:
+    """The diffusers folders a model of ``config`` holds: ``unet``, or ``positions/<k>/unet`` per tile position."""
+    if config.tiling.prior != "per_position":
+        return ["unet"]
+    return [f"positions/{k}/unet" for k in range(prior_count(config))]
+
+
+def save_prior(unet: UNet2DModel | Sequence[UNet2DModel], config: MdpsConfig, uri: str,
+               storage_options: dict[str, Any] | None = None) -> str:
+    """Write the prior (or the per-position priors, in tile order) to ``uri``; returns the weights digest."""
+    nets = [unet] if isinstance(unet, UNet2DModel) else list(unet)
+    dirs = prior_dirs(config)
+    if len(nets) != len(dirs):
+        raise ValueError(f"expected {len(dirs)} prior(s) for this tiling, got {len(nets)}")
+    digest = prior_digest(nets)
     with tempfile.TemporaryDirectory() as tmp:
-        unet.save_pretrained(f"{tmp}/unet", safe_serialization=True)
+        for net, folder in zip(nets, dirs, strict=True):
+            net.save_pretrained(f"{tmp}/{folder}", safe_serialization=True)
         build_scheduler(config.prior).save_pretrained(f"{tmp}/scheduler")
         meta = {"config": config.model_dump(mode="json"), "weights_digest": digest}
         Path(tmp, "mdps.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
@@ -75,38 +91,45 @@ def read_model_meta(uri: str, storage_options: dict[str, Any] | None = None) -> 
         raise CheckpointError(f"expected a model directory with mdps.json at {uri}, found none; {hint}") from None
     meta = json.loads(raw)
     config = validate(MdpsConfig, upgrade_stored(meta["config"]), source=f"{uri}/mdps.json")
-    check_weights(uri, storage_options)  # here too: the driver finds a model without weights, not an actor
+    for folder in prior_dirs(config):  # here: the driver finds a model without weights, not an actor
+        check_weights(uri, storage_options, folder)
     return meta, config
 
 
-def check_weights(uri: str, storage_options: dict[str, Any] | None = None) -> None:
-    """Raise unless ``<uri>/unet`` holds safetensors weights (pickles are refused, not loaded)."""
+def check_weights(uri: str, storage_options: dict[str, Any] | None = None, folder: str = "unet") -> None:
+    """Raise unless ``<uri>/<folder>`` holds safetensors weights (pickles are refused, not loaded)."""
     fs, path = filesystem(uri, storage_options)
-    unet_dir = f"{path.rstrip('/')}/unet"
+    unet_dir = f"{path.rstrip('/')}/{folder}"
     if not fs.isdir(unet_dir):
-        raise CheckpointError(f"expected a model directory with unet/ at {uri}, found none")
+        raise CheckpointError(f"expected a model directory with {folder}/ at {uri}, found none")
     names = [p.rsplit("/", 1)[-1] for p in fs.ls(unet_dir, detail=False)]
     if WEIGHTS_NAME not in names:
         pickles = [n for n in names if n.endswith(PICKLE_SUFFIXES)]
         reason = f"only pickle weights ({', '.join(pickles)})" if pickles else "no weights"
         raise CheckpointError(
-            f"expected {WEIGHTS_NAME} in {uri}/unet, found {reason}; pickle checkpoints are refused "
+            f"expected {WEIGHTS_NAME} in {uri}/{folder}, found {reason}; pickle checkpoints are refused "
             "— convert them to safetensors on a trusted machine"
         )
 
 
-def load_prior(uri: str, storage_options: dict[str, Any] | None = None) -> LoadedPrior:
-    """Read a prior written by :func:`save_prior` (and its calibration, if present)."""
-    check_weights(uri, storage_options)
-    meta, config = read_model_meta(uri, storage_options)
+def _read_unet(uri: str, folder: str, storage_options: dict[str, Any] | None) -> UNet2DModel:
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("config.json", WEIGHTS_NAME):
-            Path(tmp, name).write_bytes(read_bytes(join(uri, "unet", name), storage_options, concurrent=True))
+            Path(tmp, name).write_bytes(read_bytes(join(uri, folder, name), storage_options, concurrent=True))
         unet = UNet2DModel.from_pretrained(tmp, use_safetensors=True, low_cpu_mem_usage=False)
-    unet.eval().requires_grad_(False)
-    digest = weights_digest(unet)
+    return unet.eval().requires_grad_(False)
+
+
+def load_prior(uri: str, storage_options: dict[str, Any] | None = None) -> LoadedPrior:
+    """Read a prior written by :func:`save_prior` (and its calibration, if present)."""
+    if not exists(join(uri, "mdps.json"), storage_options):
+        check_weights(uri, storage_options)  # a folder that is no model at all: say what is missing first
+    meta, config = read_model_meta(uri, storage_options)
+    nets = [_read_unet(uri, folder, storage_options) for folder in prior_dirs(config)]
+    digest = prior_digest(nets)
     if digest != meta["weights_digest"]:
         raise CheckpointError(f"expected weights digest {meta['weights_digest']} in {uri}, got {digest}")
+    unet = nets[0] if config.tiling.prior != "per_position" else nets
     return LoadedPrior(unet, config, digest, load_calibration(uri, storage_options))
 
 

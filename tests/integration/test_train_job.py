@@ -150,3 +150,21 @@ def test_calibration_on_the_cluster_equals_calibration_in_the_driver(ray_local, 
     assert a is not None and b is not None and a.n_images == b.n_images and a.method_hash == b.method_hash
     assert a.score_threshold == pytest.approx(b.score_threshold, rel=1e-4)
     assert a.mask_threshold == pytest.approx(b.mask_threshold, rel=1e-4)
+
+
+def test_per_position_priors_train_as_parallel_ray_tasks_from_s3_and_score(s3, ray_local,
+                                                                          synthetic_root: Path) -> None:
+    data = s3.upload(synthetic_root, "train/data/positions")
+    out = f"s3://{s3.bucket}/train/positions"
+    tiling = {"tiling.enabled": True, "tiling.read_size": 32, "tiling.stride": 16, "tiling.prior": "per_position"}
+    [model] = run_train_job(_job(data, out, method={**TINY, **tiling}, max_steps=3, num_workers=1,
+                                 storage_options=s3.storage_options))
+    fs = s3.fs()
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{s3.bucket}/train/positions/model/positions")) == \
+        ["0", "1", "2", "3"]
+    card = json.loads(fs.cat(f"{s3.bucket}/train/positions/model/model_card.json"))
+    assert card["position_steps"] == [3, 3, 3, 3] and model.steps == 3 and model.calibration is not None
+    det = Detector.load(model.model_uri, storage_options=s3.storage_options)
+    assert len(det.scorer.position_denoisers) == 4 and det.calibration == model.calibration
+    result = det.score(torch.zeros((2, 3, 32, 32)), ["a", "b"])
+    assert result.anomaly_map.shape == (2, 1, 32, 32) and not torch.equal(result.score[0], result.score[1])
