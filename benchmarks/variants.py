@@ -78,7 +78,8 @@ def baseline_evaluation(
     """The mean normal training image as every image's "reconstruction", with the same maps."""
     size = config.read_size
     mean_image = load_images([r.uri for r in train_records], size).mean(dim=0, keepdim=True).to(device)
-    scorer = build_scorer(build_unet(config.prior), config, device)
+    shared = config.model_copy(update={"tiling": config.tiling.model_copy(update={"prior": "shared"})})
+    scorer = build_scorer(build_unet(config.prior), shared, device)  # for its difference map only: no prior runs
     start = time.monotonic()
     score_list, map_list = [], []
     with torch.no_grad():

@@ -68,5 +68,21 @@ def test_a_tiled_prior_trains_on_crops_and_scores_by_tiles_with_its_variants(syn
     assert tiled > squeezed  # 64 px read in 32 px tiles at stride 24: 9 tiles against one squeezed image
 
 
+def test_per_position_priors_train_and_score_in_the_harness(synthetic_root: Path, tmp_path: Path) -> None:
+    args = ["--data", str(synthetic_root.parent), "--categories", synthetic_root.name, "--max-steps", "2",
+            "--variants", "default", "baseline", "--out", str(tmp_path), "--set", "tiling.enabled=true",
+            "--set", "tiling.read_size=64", "--set", "tiling.stride=32", "--set", "tiling.prior=per_position"]
+    for item in TINY:
+        args += ["--set", item]
+    code = quality.main(args)
+    with open(tmp_path / "quality.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["variant"] for r in rows] == ["default", "baseline"]
+    check_baseline_flags(rows, code)
+    positions = tmp_path / "models" / synthetic_root.name / "positions"
+    assert sorted(p.name for p in positions.iterdir()) == ["0", "1", "2", "3"]  # 64 px in 32 px tiles at stride 32
+    assert "trained 2+2+2+2 steps (4 prior(s))" in (tmp_path / "quality.md").read_text()
+
+
 def test_every_variant_has_a_description() -> None:
     assert set(quality.DESCRIPTIONS) == {*quality.VARIANTS, "baseline"}
