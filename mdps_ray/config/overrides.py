@@ -16,9 +16,11 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from mdps_ray.config.method import ConfigError
+from mdps_ray.config.method import ConfigError, MdpsConfig
 
-METHOD_SECTIONS = ("prior", "train", "sampler", "maps", "score", "runtime")
+# The method's sections (a `--set` item starting with one is a method key, else a job key): every field of
+# MdpsConfig, so a section added there (tiling) is settable from `mdps train` / `mdps score` at once.
+METHOD_SECTIONS = tuple(MdpsConfig.model_fields)
 # Keys whose values an error message never echoes (storage options carry credentials).
 SECRET_WORDS = ("key", "secret", "token", "password", "credential")
 M = TypeVar("M", bound=BaseModel)

@@ -12,7 +12,7 @@ import yaml
 from mdps_ray.cli.commands import build_parser, score_job_config, train_job_config
 from mdps_ray.cli.schemas import render_schemas
 from mdps_ray.config.method import MdpsConfig, upgrade_stored
-from mdps_ray.config.overrides import apply_overrides, as_patch, parse_value
+from mdps_ray.config.overrides import METHOD_SECTIONS, apply_overrides, as_patch, parse_value, split_overrides
 from mdps_ray.config.presets import preset
 
 
@@ -107,3 +107,13 @@ def test_run_ids_and_dates_that_would_become_paths_are_checked() -> None:
         args = build_parser().parse_args(["score", "--model", "m", "--data", "d", "--out", "o", "--set", bad])
         with pytest.raises(ValueError, match="should match pattern"):
             score_job_config(args)
+
+
+def test_every_method_section_is_a_method_key_for_the_job_commands() -> None:
+    # `mdps train --set tiling.enabled=true` once failed with "tiling: unknown key" (a job key)
+    job, method = split_overrides(["tiling.enabled=true", "tiling.read_size=native", "max_steps=3", "maps.scale=1"])
+    assert job == ["max_steps=3"]
+    assert method == {"tiling.enabled": True, "tiling.read_size": "native", "maps.scale": 1}
+    assert {key.split(".")[0] for key in MdpsConfig().model_dump()} == set(METHOD_SECTIONS)
+    args = build_parser().parse_args(["train", "--data", "d", "--out", "o", "--set", "tiling.enabled=true"])
+    assert train_job_config(args).method == {"tiling": {"enabled": True}}
