@@ -27,6 +27,7 @@ from mdps_ray.api import build_scorer
 from mdps_ray.config.method import MdpsConfig
 from mdps_ray.config.overrides import apply_overrides
 from mdps_ray.config.presets import preset
+from mdps_ray.data.native import resolve_read_size
 from mdps_ray.data.records import list_mvtec
 from mdps_ray.data.splits import split_holdout
 from mdps_ray.storage.checkpoints import load_prior, save_prior
@@ -45,6 +46,7 @@ def run_category(root: Path, args: argparse.Namespace, base: MdpsConfig, out: Pa
     train_records, holdout = split_holdout(list_mvtec(str(root), "train"), 0.1)
     test_records = list_mvtec(str(root), "test")
     model_dir = Path(args.model) if args.model else out / "models" / category
+    base = resolve_read_size(base, [r.uri for r in train_records])  # tiling.read_size=native: this category's side
     prior_line = f"loaded from `{model_dir}`"
     if not (model_dir / "mdps.json").exists() or args.retrain:
         t0 = time.monotonic()

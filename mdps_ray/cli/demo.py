@@ -20,6 +20,7 @@ from mdps_ray.cli.commands import DEMO_STEPS
 from mdps_ray.cli.tables import metrics_table
 from mdps_ray.config.jobs import ScoreJobConfig
 from mdps_ray.config.method import MdpsConfig
+from mdps_ray.data.native import resolve_read_size
 from mdps_ray.data.records import list_mvtec
 from mdps_ray.data.splits import split_holdout
 from mdps_ray.data.synthetic import make_dataset
@@ -50,6 +51,7 @@ def run_demo(config: MdpsConfig, out: Path, data: Path | None, train_seconds: fl
     out.mkdir(parents=True, exist_ok=True)
     root = data or make_dataset(out / "data", size=128, n_train=48, n_test_good=8, n_test_defect=4)
     train_records, holdout = split_holdout(list_mvtec(str(root), "train"), 0.15)
+    config = resolve_read_size(config, [r.uri for r in train_records])
     start = time.monotonic()
     cap = "" if train_seconds is None else f", ≤ {train_seconds:.0f} s"
     with progress_bar(max_steps, f"training prior ({max_steps} steps{cap})", "step") as bar:

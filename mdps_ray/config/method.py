@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_READ_SIDE = 8192  # the largest side tiling.read_size takes, given or native
 
 
 class _Frozen(BaseModel):
@@ -187,10 +189,14 @@ class TilingConfig(_Frozen):
     position, trained on random crops of the normal images read at ``read_size``, or *per_position*:
     one prior per tile position (anomalib's tiled ensemble), each trained on that tile of every normal
     image — for objects, whose every position looks different; the positions share the training budget.
+    ``read_size="native"`` is the side of the normal training images, fixed when the prior is trained
+    (data/native.py) and kept in the model's config.
     """
 
     enabled: bool = Field(False, description="Score (and train) by tiles.")
-    read_size: int = Field(256, ge=8, le=8192, description="Side the images are read at, in pixels.")
+    read_size: Annotated[int, Field(ge=8, le=MAX_READ_SIDE)] | Literal["native"] = Field(
+        256, description="Side the images are read at, in pixels, or native: the side of the normal training "
+        "images, fixed in the model when its prior is trained (they must be square and of one size).")
     stride: int | None = Field(None, ge=1, description="Tile step in pixels; default 3/4 of the tile (25 % overlap).")
     seams: Literal["flat", "smooth"] = Field(
         "flat", description="Stitching weights: flat mean in overlaps, or smooth (a raised cosine per tile).")
@@ -235,7 +241,18 @@ class MdpsConfig(_Frozen):
     @property
     def read_size(self) -> int:
         """The side images are read (decoded) at and maps are produced at."""
-        return self.tiling.read_size if self.tiling.enabled else self.prior.image_size
+        if not self.tiling.enabled:
+            return self.prior.image_size
+        if self.tiling.read_size == "native":
+            raise ConfigError("expected tiling.read_size as a side in pixels here, got native: native is fixed "
+                              "from the normal training images when a prior is trained, and the trained model "
+                              "keeps that side; leave tiling.read_size unset when scoring a model")
+        return self.tiling.read_size
+
+    def at_read_size(self, side: int) -> MdpsConfig:
+        """This config with ``tiling.read_size`` set to ``side`` (validated: what ``native`` resolves to)."""
+        tiling = {**self.tiling.model_dump(), "read_size": side}
+        return MdpsConfig.model_validate({**self.model_dump(), "tiling": tiling})
 
     @property
     def tile_stride(self) -> int:
@@ -247,7 +264,8 @@ class MdpsConfig(_Frozen):
         if self.tiling.prior == "per_position" and not self.tiling.enabled:
             raise ValueError("expected tiling.enabled=true with tiling.prior=per_position, got tiling off; "
                              "set tiling.enabled=true (per-position priors exist only for tiles)")
-        if self.tiling.enabled and not self.tile_stride <= self.prior.image_size <= self.tiling.read_size:
+        side = self.prior.image_size if self.tiling.read_size == "native" else self.tiling.read_size
+        if self.tiling.enabled and not self.tile_stride <= self.prior.image_size <= side:
             raise ValueError(f"expected tiling.stride <= prior.image_size <= tiling.read_size, got stride "
                              f"{self.tile_stride}, tile {self.prior.image_size}, read_size {self.tiling.read_size}")
         guided = self.sampler.stage1.rho > 0 or self.sampler.stage2.rho > 0

@@ -32,7 +32,7 @@ def rows_per_image(cfg: MdpsConfig) -> int:
     n = max(cfg.sampler.stage1.n_samples, cfg.sampler.stage2.n_samples)
     if not cfg.tiling.enabled:
         return n
-    side = cfg.tiling.read_size
+    side = cfg.read_size
     return n * len(TileGrid(side, side, cfg.prior.image_size, cfg.tile_stride))
 
 

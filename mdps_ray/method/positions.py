@@ -23,7 +23,7 @@ def tile_grid(config: MdpsConfig) -> TileGrid | None:
     """The scorer's tile grid for ``config`` (None with tiling off)."""
     if not config.tiling.enabled:
         return None
-    side = config.tiling.read_size
+    side = config.read_size
     return TileGrid(side, side, config.prior.image_size, config.tile_stride, config.tiling.seams)
 
 

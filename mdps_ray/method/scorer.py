@@ -112,8 +112,11 @@ class AnomalyScorer:
         self.backbone_digest = backbone_digest  # provenance of the perceptual weights ("" for none/random)
         self.alpha_bars = alpha_bars(prior)
         self.tiling = tiling if tiling is not None and tiling.enabled else None
+        if self.tiling is not None and not isinstance(self.tiling.read_size, int):
+            raise ValueError("expected tiling.read_size in pixels for the scorer, got native: resolve it from the "
+                             "training images first (mdps_ray.data.native.resolve_read_size)")
         self.grid = None if self.tiling is None else TileGrid(
-            self.tiling.read_size, self.tiling.read_size, prior.image_size,
+            self.read_size, self.read_size, prior.image_size,
             tile_stride or max(1, 3 * prior.image_size // 4), self.tiling.seams)
         self.denoiser: Denoiser | None = None if isinstance(denoiser, Sequence) else denoiser
         self.position_denoisers: list[Denoiser] = list(denoiser) if isinstance(denoiser, Sequence) else []
@@ -132,7 +135,9 @@ class AnomalyScorer:
     @property
     def read_size(self) -> int:
         """The side of the images :meth:`score` takes, and of the maps it returns."""
-        return self.prior.image_size if self.tiling is None else self.tiling.read_size
+        if self.tiling is None or not isinstance(self.tiling.read_size, int):
+            return self.prior.image_size
+        return self.tiling.read_size
 
     # -- one pass -------------------------------------------------------------------------
     def run_stage(

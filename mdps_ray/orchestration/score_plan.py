@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import torch
 
 from mdps_ray.config.jobs import ScoreJobConfig
-from mdps_ray.config.method import MdpsConfig
+from mdps_ray.config.method import ConfigError, MdpsConfig
 from mdps_ray.config.overrides import apply_overrides
 from mdps_ray.core.scores import score_summary
 from mdps_ray.data.manifest import build_manifest
@@ -63,6 +63,9 @@ class RunSummary:
 def method_config(job: ScoreJobConfig) -> tuple[MdpsConfig, str, Calibration | None]:
     meta, stored = read_model_meta(job.model, job.storage_options)
     cfg = apply_overrides(stored, job.method_patch(), source="method")
+    if cfg.tiling.enabled and cfg.tiling.read_size == "native":
+        raise ConfigError(f"expected tiling.read_size in pixels to score {job.model}, got native: a model's native "
+                          "side is fixed when its prior is trained; leave tiling.read_size unset to use it")
     calibration = load_calibration(job.model, job.storage_options)
     stale = stale_calibration(calibration, cfg, job.model)
     if stale:  # here, in the driver: the actors' copy of this warning does not reach the terminal

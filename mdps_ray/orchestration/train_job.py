@@ -37,6 +37,7 @@ from mdps_ray.config.method import MdpsConfig
 from mdps_ray.config.overrides import apply_overrides
 from mdps_ray.config.presets import preset
 from mdps_ray.data.decode import decode_for_training
+from mdps_ray.data.native import resolve_read_size
 from mdps_ray.data.records import ImageRecord, list_records
 from mdps_ray.data.splits import split_holdout
 from mdps_ray.method.calibration import Calibration, calibration_passes
@@ -230,6 +231,7 @@ def train_category(job: TrainJobConfig, method: MdpsConfig, root: str, category:
     deadline = None if job.max_minutes is None else time.time() + job.max_minutes * 60
     records = _records(job, root)
     train, holdout = split_holdout(records, job.holdout_fraction)
+    method = resolve_read_size(method, [r.uri for r in train], so)
     _check_writable(model_uri, so)
     run_name = job.run_name or "train-" + hashlib.sha256(f"{model_uri}|{method.digest()}".encode()).hexdigest()[:12]
     init_ray()

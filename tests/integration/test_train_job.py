@@ -154,9 +154,11 @@ def test_calibration_on_the_cluster_equals_calibration_in_the_driver(ray_local, 
 
 def test_per_position_priors_train_as_parallel_ray_tasks_from_s3_and_score(s3, ray_local,
                                                                           synthetic_root: Path) -> None:
+    """Also tiling.read_size=native: the side is read from the S3 images' headers (32 px) into the model."""
     data = s3.upload(synthetic_root, "train/data/positions")
     out = f"s3://{s3.bucket}/train/positions"
-    tiling = {"tiling.enabled": True, "tiling.read_size": 32, "tiling.stride": 16, "tiling.prior": "per_position"}
+    tiling = {"tiling.enabled": True, "tiling.read_size": "native", "tiling.stride": 16,
+              "tiling.prior": "per_position"}
     [model] = run_train_job(_job(data, out, method={**TINY, **tiling}, max_steps=3, num_workers=1,
                                  storage_options=s3.storage_options))
     fs = s3.fs()
@@ -164,6 +166,7 @@ def test_per_position_priors_train_as_parallel_ray_tasks_from_s3_and_score(s3, r
         ["0", "1", "2", "3"]
     card = json.loads(fs.cat(f"{s3.bucket}/train/positions/model/model_card.json"))
     assert card["position_steps"] == [3, 3, 3, 3] and model.steps == 3 and model.calibration is not None
+    assert card["config"]["tiling"]["read_size"] == 32
     det = Detector.load(model.model_uri, storage_options=s3.storage_options)
     assert len(det.scorer.position_denoisers) == 4 and det.calibration == model.calibration
     result = det.score(torch.zeros((2, 3, 32, 32)), ["a", "b"])
