@@ -171,3 +171,25 @@ def test_per_position_priors_train_as_parallel_ray_tasks_from_s3_and_score(s3, r
     assert len(det.scorer.position_denoisers) == 4 and det.calibration == model.calibration
     result = det.score(torch.zeros((2, 3, 32, 32)), ["a", "b"])
     assert result.anomaly_map.shape == (2, 1, 32, 32) and not torch.equal(result.score[0], result.score[1])
+
+
+def test_the_cli_trains_tiles_at_the_native_side_and_scores_maps_at_it(ray_local, synthetic_root: Path,
+                                                                      tmp_path: Path) -> None:
+    """The README's `--set tiling.enabled=true` typed on `mdps train`, with read_size native (32 px images)."""
+    import pandas as pd
+    import yaml
+
+    from mdps_ray.storage.maps import read_map
+
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump({"method": TINY, "max_steps": 2, "num_workers": 1}))
+    out = tmp_path / "out"
+    assert main(["train", "--config", str(config), "--data", str(synthetic_root), "--out", str(out),
+                 "--set", "tiling.enabled=true", "--set", "tiling.read_size=native", "--set", "tiling.stride=8"]) == 0
+    assert _card(out / "model")["config"]["tiling"]["read_size"] == 32
+    assert main(["score", "--model", str(out / "model"), "--data", str(synthetic_root), "--out",
+                 str(tmp_path / "scored")]) == 0
+    [part] = (tmp_path / "scored").glob("run-*/results/*/part-*.parquet")
+    rows = pd.read_parquet(part)
+    assert len(rows) >= 6 and rows.error.isna().all()
+    assert {read_map(uri).shape for uri in rows.map_uri} == {(32, 32)}
