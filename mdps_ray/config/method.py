@@ -249,11 +249,6 @@ class MdpsConfig(_Frozen):
                               "keeps that side; leave tiling.read_size unset when scoring a model")
         return self.tiling.read_size
 
-    def at_read_size(self, side: int) -> MdpsConfig:
-        """This config with ``tiling.read_size`` set to ``side`` (validated: what ``native`` resolves to)."""
-        tiling = {**self.tiling.model_dump(), "read_size": side}
-        return MdpsConfig.model_validate({**self.model_dump(), "tiling": tiling})
-
     @property
     def tile_stride(self) -> int:
         """The tiles' step: ``tiling.stride`` or 3/4 of the prior's side."""

@@ -14,6 +14,7 @@ from typing import Any
 from PIL import Image
 
 from mdps_ray.config.method import MAX_READ_SIDE, ConfigError, MdpsConfig
+from mdps_ray.config.overrides import apply_overrides
 from mdps_ray.storage.uris import filesystem
 
 HEADER_SAMPLE = 32  # training images whose header is read to fix the native side
@@ -58,4 +59,4 @@ def resolve_read_size(config: MdpsConfig, uris: Sequence[str], storage_options: 
     if not tile <= side <= MAX_READ_SIDE:
         raise ConfigError(f"expected a native side between the tile ({tile} px) and {MAX_READ_SIDE} px for "
                           f"tiling.read_size=native, got {side} px images; give tiling.read_size as a side in pixels")
-    return config.at_read_size(side)
+    return apply_overrides(config, {"tiling.read_size": side}, source="the training images")
