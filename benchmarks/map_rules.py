@@ -40,7 +40,7 @@ def stage1_pass(scorer, records, batch_size):
     ys, a1s, ids_all = [], [], []
     for y, ids, _ in iter_batches(records, scorer.read_size, batch_size):
         ys.append(y)
-        a1s.append(scorer.stage1(y, ids))
+        a1s.append(scorer.stage1(y, ids).anomaly_map)
         ids_all += ids
     return torch.cat(ys), torch.cat(a1s), ids_all
 
@@ -124,7 +124,7 @@ def main(argv=None):
     pred_h = core_maps.expected_level(core_maps.acquisition_features(yh), level_model).float().view(-1, 1, 1, 1)
     pred_t = core_maps.expected_level(core_maps.acquisition_features(yt), level_model).float().view(-1, 1, 1, 1)
     r2 = 1 - float(((med_h.log() - pred_h.log()) ** 2).sum() / ((med_h.log() - med_h.log().mean()) ** 2).sum())
-    print(f"  acquisition fit on holdout: R^2 {r2:.2f}, model {[round(v, 4) for v in level_model]}")
+    print(f"  acquisition fit on holdout: R^2 {r2:.2f}, model {level_model}")
     for name, lh, lt in (("median", med_h, med_t), ("acquisition", pred_h, pred_t)):
         evaluate(f"stage1/{name}", a1t / lt)
         mh3, _mt3, a2h3, a2t3 = two_stage(a1h / lh, a1t / lt)

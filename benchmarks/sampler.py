@@ -220,7 +220,7 @@ class Context:
             "maps.stage1_weight=0",  # the official final map is the stage-2 map alone
         ])
         unmasked = build_scorer(unet, base, device)
-        threshold = float(torch.quantile(unmasked.stage1(y1, ids1).flatten(), 0.95))
+        threshold = float(torch.quantile(unmasked.stage1(y1, ids1).anomaly_map.flatten(), 0.95))
         base = apply_overrides(base, {"sampler.mask.threshold": threshold})  # every scorer below masks with it
         plain = build_scorer(unet, base, device)
         ref_unet = build_unet(prior).to(device).eval()  # the official code leaves requires_grad on

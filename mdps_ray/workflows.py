@@ -24,7 +24,7 @@ from mdps_ray.data.records import ImageRecord, detect_layout, list_records
 from mdps_ray.data.splits import split_holdout
 from mdps_ray.method.calibration import Calibration, fit_calibration, resolve_mask_threshold
 from mdps_ray.method.positions import fit_position_priors
-from mdps_ray.method.scorer import AnomalyScorer
+from mdps_ray.method.scorer import AnomalyScorer, StageOutput
 from mdps_ray.method.training import PriorTrainer, fit_prior
 from mdps_ray.metrics import functional as F
 from mdps_ray.metrics.alignment import align
@@ -117,7 +117,7 @@ def evaluate_local(
     start = time.monotonic()
     batches = [(y.to(device), ids) for y, ids, _ in iter_batches(records, size, batch_size)]
     threshold: float | None = None
-    stage1: list[torch.Tensor | None] = [None] * len(batches)
+    stage1: list[StageOutput | None] = [None] * len(batches)
     if scorer.sampler.mask.mode == "transductive":
         stage1 = [scorer.stage1(y, ids) for y, ids in batches]
         evidence = [scorer.mask_evidence(m, y) for m, (y, _) in zip(stage1, batches, strict=True) if m is not None]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -112,35 +113,85 @@ def image_level(stage1_map: torch.Tensor) -> torch.Tensor:
     return stage1_map.flatten(1).median(dim=1).values.clamp_min(MIN_IMAGE_LEVEL)
 
 
-def acquisition_features(y: torch.Tensor) -> torch.Tensor:
-    """φ(y) = [1, log MAD(y), mean(y)] of each observation, (B, 3, H, W) in [−1, 1] → (B, 3), float64.
+LevelFeatures = Literal["ordinary", "observation"]
 
-    MAD is the mean absolute deviation from the image's median over pixels and channels: its contrast;
-    the mean is its brightness. Neither needs the prior, so a defect moves them little.
+
+@dataclass(frozen=True)
+class LevelModel:
+    """σ̂(y) = clamp(exp(φ(y)·β), σ_min, σ_max): the stage-1 level a normal image of y's acquisition has.
+
+    Attributes:
+        beta: (β₀, β₁, β₂), the weights of φ(y) = [1, log spread, centre].
+        lo, hi: σ_min and σ_max, the smallest and largest σᵢ it was fitted on.
+        features: how φ is measured (:func:`acquisition_features`): ``"ordinary"`` (median and median
+            absolute deviation of the pixels the image's own first map finds ordinary; a defect cannot move
+            them) or ``"observation"`` (mean and mean absolute deviation of every pixel: calibrations made
+            before ``ordinary`` existed, kept so that they score as they were fitted).
+    """
+
+    beta: tuple[float, float, float]
+    lo: float
+    hi: float
+    features: LevelFeatures = "ordinary"
+
+
+def acquisition_features(y: torch.Tensor, first_map: torch.Tensor | None = None,
+                         reconstruction: torch.Tensor | None = None,
+                         features: LevelFeatures = "ordinary") -> torch.Tensor:
+    """φ(y) = [1, log spread, centre] of each observation, (B, 3, H, W) in [−1, 1] → (B, 3), float64.
+
+    ``"ordinary"``: centre = the median and spread = the median absolute deviation from it (over pixels and
+    channels) of z = y where the first map A (``first_map``, (B, 1, H, W): the stage-1 map, or the single
+    stage's) is at most its median, and the posterior mean x̂ (``reconstruction``, (B, 3, H, W)) of that pass
+    elsewhere: the image with its least ordinary half replaced by what the prior finds normal there. A defect
+    raises A where it is, so z holds x̂ there, not the defect, and the defect's size and contrast cannot move
+    the level that divides its own map (a mean absolute deviation over every pixel grew with a large bright
+    defect and hid it behind itself). Without ``reconstruction`` that half is left out; without ``first_map``
+    every pixel of y counts.
+    ``"observation"``: centre = the mean, spread = the mean absolute deviation from the median, every pixel of y
+    (calibrations made before ``ordinary``).
     """
     flat = y.detach().flatten(1).double()
-    mad = (flat - flat.median(dim=1, keepdim=True).values).abs().mean(dim=1).clamp_min(MIN_IMAGE_LEVEL)
-    return torch.stack([torch.ones_like(mad), mad.log(), flat.mean(dim=1)], dim=1)
+    if features == "observation":
+        mad = (flat - flat.median(dim=1, keepdim=True).values).abs().mean(dim=1).clamp_min(MIN_IMAGE_LEVEL)
+        return torch.stack([torch.ones_like(mad), mad.log(), flat.mean(dim=1)], dim=1)
+    if features != "ordinary":
+        raise ValueError(f"expected level features 'ordinary' or 'observation', got {features!r}")
+    if first_map is not None:
+        if first_map.shape[0] != y.shape[0] or tuple(first_map.shape[-2:]) != tuple(y.shape[-2:]):
+            raise ValueError(f"expected a first map (B, 1, H, W) for images {tuple(y.shape)}, "
+                             f"got {tuple(first_map.shape)}")
+        a = first_map.detach().flatten(1)
+        ordinary = (a <= a.median(dim=1, keepdim=True).values).view(y.shape[0], 1, *y.shape[-2:])
+        elsewhere = torch.full_like(y, torch.nan) if reconstruction is None else reconstruction.detach().to(y.dtype)
+        flat = torch.where(ordinary.expand_as(y), y.detach(), elsewhere).flatten(1).double()
+    centre = flat.nanmedian(dim=1, keepdim=True).values
+    mad = (flat - centre).abs().nanmedian(dim=1).values.clamp_min(MIN_IMAGE_LEVEL)
+    return torch.stack([torch.ones_like(mad), mad.log(), centre.flatten()], dim=1)
 
 
-def fit_level_model(features: torch.Tensor, levels: torch.Tensor) -> tuple[float, ...]:
-    """Least squares log σᵢ ≈ φ(yᵢ)·β over normal images: (N, 3), (N,) → (β₀, β₁, β₂, σ_min, σ_max).
+def fit_level_model(features: torch.Tensor, levels: torch.Tensor, kind: LevelFeatures = "ordinary") -> LevelModel:
+    """Least squares log σᵢ ≈ φ(yᵢ)·β over normal images: (N, 3), (N,) → the :class:`LevelModel`.
 
-    σ_min and σ_max are the smallest and largest σᵢ fitted on: :func:`expected_level` stays between
-    them, so an image unlike every normal one is not divided by an extrapolated level.
+    Solved on the host in float64 (three unknowns: cheap and exact, on any device the maps came from; CUDA's
+    lstsq has no rank-revealing driver). σ_min and σ_max are the smallest and largest σᵢ fitted on:
+    :func:`expected_level` stays between them, so an image unlike every normal one is not divided by an
+    extrapolated level.
     """
     if features.shape[0] != levels.shape[0] or features.shape[0] == 0:
         raise ValueError(f"expected one level per feature row, got {features.shape[0]} rows and {levels.shape[0]}")
-    log_levels = levels.detach().double().clamp_min(MIN_IMAGE_LEVEL).log().unsqueeze(1)
-    beta = torch.linalg.lstsq(features.double(), log_levels, driver="gelsd").solution.flatten()
-    return (*[float(b) for b in beta], float(levels.min()), float(levels.max()))
+    phi = features.detach().double().cpu()
+    log_levels = levels.detach().double().cpu().clamp_min(MIN_IMAGE_LEVEL).log().unsqueeze(1)
+    beta = torch.linalg.lstsq(phi, log_levels, driver="gelsd").solution.flatten()
+    b0, b1, b2 = (float(b) for b in beta)
+    return LevelModel((b0, b1, b2), float(levels.min()), float(levels.max()), kind)
 
 
-def expected_level(features: torch.Tensor, model: tuple[float, ...]) -> torch.Tensor:
+def expected_level(features: torch.Tensor, model: LevelModel) -> torch.Tensor:
     """σ̂(y) = clamp(exp(φ(y)·β), σ_min, σ_max): the level a normal image of this acquisition has; (B, 3) → (B,)."""
-    *beta, lo, hi = model
-    coef = torch.tensor(beta, dtype=torch.float64, device=features.device)
-    return (features.double() @ coef).exp().clamp(min=max(lo, MIN_IMAGE_LEVEL), max=max(hi, MIN_IMAGE_LEVEL))
+    coef = torch.tensor(model.beta, dtype=torch.float64, device=features.device)
+    lo, hi = max(model.lo, MIN_IMAGE_LEVEL), max(model.hi, MIN_IMAGE_LEVEL)
+    return (features.double() @ coef).exp().clamp(min=lo, max=hi)
 
 
 def relative_to_level(amap: torch.Tensor, level: torch.Tensor) -> torch.Tensor:

@@ -100,7 +100,7 @@ class AnomalyScorer:
         backbone_digest: str = "",
         tiling: TilingConfig | None = None,
         tile_stride: int | None = None,
-        level_model: tuple[float, ...] | None = None,
+        level_model: maps.LevelModel | None = None,
     ) -> None:
         self.prior = prior
         self.sampler = sampler
@@ -203,44 +203,47 @@ class AnomalyScorer:
         return cfg.scale * amap
 
     # -- the method ---------------------------------------------------------------------
-    def stage1(self, y: torch.Tensor, image_ids: list[str]) -> torch.Tensor:
-        """The raw stage-1 (unmasked) map A₁, (B, 1, H, W); :meth:`mask_evidence` turns it into what the
-        mask threshold is fitted on and compared with."""
-        return self.run_stage(y, image_ids, self.sampler.stage1, "stage1").anomaly_map
+    def stage1(self, y: torch.Tensor, image_ids: list[str]) -> StageOutput:
+        """The stage-1 (unmasked) pass: its raw map A₁, (B, 1, H, W), and mean posterior sample; :meth:`mask_evidence`
+        turns it into what the mask threshold is fitted on and compared with."""
+        return self.run_stage(y, image_ids, self.sampler.stage1, "stage1")
 
-    def expected_level(self, y: torch.Tensor, level_model: tuple[float, ...] | None = None) -> torch.Tensor | None:
+    def expected_level(self, y: torch.Tensor, first: StageOutput,
+                       level_model: maps.LevelModel | None = None) -> torch.Tensor | None:
         """σ̂(y) of each image, (B,), from ``level_model`` or the scorer's; None for raw maps (``maps.normalise
-        ="none"``, or no level model fitted yet)."""
+        ="none"``, or no level model fitted yet). ``first`` is the image's first pass (stage 1, or the single
+        stage): its map says which pixels are ordinary, its posterior mean stands in for the others."""
         model = level_model if level_model is not None else self.level_model
         if self.map_cfg.normalise == "none" or model is None:
             return None
-        return maps.expected_level(maps.acquisition_features(y), model)
+        phi = maps.acquisition_features(y, first.anomaly_map, first.reconstruction, model.features)
+        return maps.expected_level(phi, model)
 
-    def mask_evidence(self, stage1_map: torch.Tensor, y: torch.Tensor,
-                      level_model: tuple[float, ...] | None = None) -> torch.Tensor:
+    def mask_evidence(self, stage1: StageOutput, y: torch.Tensor,
+                      level_model: maps.LevelModel | None = None) -> torch.Tensor:
         """A₁ / σ̂(y), (B, 1, H, W): the values the stage-1 mask threshold is fitted on and applied to."""
-        level = self.expected_level(y, level_model)
-        return stage1_map if level is None else maps.relative_to_level(stage1_map, level)
+        level = self.expected_level(y, stage1, level_model)
+        return stage1.anomaly_map if level is None else maps.relative_to_level(stage1.anomaly_map, level)
 
     def score(
         self,
         y: torch.Tensor,
         image_ids: list[str],
         mask_threshold: float | None = None,
-        stage1_map: torch.Tensor | None = None,
-        level_model: tuple[float, ...] | None = None,
+        stage1: StageOutput | None = None,
+        level_model: maps.LevelModel | None = None,
     ) -> ScoreResult:
         """Score a batch: stage 1 → mask → stage 2 (or the single stage when the mask mode is none).
 
         ``mask_threshold`` replaces the scorer's τ for this call (calibration scores its normals with
         the τ it just fitted, the in-process transductive pass with the set's τ; both resolved by
-        ``resolve_mask_threshold`` first); ``stage1_map`` reuses stage-1 maps computed earlier for these images;
+        ``resolve_mask_threshold`` first); ``stage1`` reuses the stage-1 pass made earlier for these images;
         ``level_model`` replaces the scorer's level model (calibration scores with the one it just fitted).
         """
         mode = self.sampler.mask.mode
         mask = None
         if mode == "none":
-            stage1_map = None
+            stage1 = None
         else:
             threshold = mask_threshold if mask_threshold is not None else self.mask_threshold
             if threshold is None:
@@ -248,14 +251,15 @@ class AnomalyScorer:
                     f"expected a stage-1 mask threshold for mask mode {mode!r}, got none; "
                     "calibrate the model (calibration.json) or set sampler.mask.threshold"
                 )
-            if stage1_map is None:
-                stage1_map = self.stage1(y, image_ids)
-            mask = masking.binary_mask(self.mask_evidence(stage1_map, y, level_model), threshold)
+            if stage1 is None:
+                stage1 = self.stage1(y, image_ids)
+            mask = masking.binary_mask(self.mask_evidence(stage1, y, level_model), threshold)
         out = self.run_stage(y, image_ids, self.sampler.stage2, "stage2", mask)
         final = out.anomaly_map
+        level = self.expected_level(y, out if stage1 is None else stage1, level_model)
+        stage1_map = None if stage1 is None else stage1.anomaly_map
         if stage1_map is not None:
             final = maps.fuse_stages(final, stage1_map, self.map_cfg.stage1_weight)
-        level = self.expected_level(y, level_model)
         if level is not None:
             final = maps.relative_to_level(final, level)
         if self.map_cfg.crop is not None:

@@ -118,13 +118,17 @@ def test_the_level_model_learns_how_normal_levels_follow_contrast_and_stays_in_i
     phi = maps.acquisition_features(y)
     assert phi.shape == (12, 3) and phi.dtype == torch.float64
     assert torch.equal(phi[:, 0], torch.ones(12, dtype=phi.dtype))
-    mad = (y.flatten(1) - y.flatten(1).median(1, keepdim=True).values).abs().mean(1)
-    assert torch.allclose(phi[:, 1].float(), mad.log(), atol=1e-5)
-    sigma = 0.05 * mad**1.5  # the prior's error on normals: every difference grows with the contrast
+    flat = y.flatten(1).double()
+    med = flat.median(1, keepdim=True).values  # the lower median, as torch takes it
+    mad = (flat - med).abs().median(1).values
+    assert torch.allclose(phi[:, 1], mad.log(), atol=1e-9) and torch.allclose(phi[:, 2], med.flatten(), atol=1e-9)
+    old = maps.acquisition_features(y, features="observation")  # calibrations made before "ordinary"
+    assert torch.allclose(old[:, 1], (flat - med).abs().mean(1).log()) and torch.allclose(old[:, 2], flat.mean(1))
+    sigma = (0.05 * mad**1.5).float()  # the prior's error on normals: every difference grows with the contrast
     model = maps.fit_level_model(phi, sigma)
-    assert len(model) == 5
-    assert model[3] == pytest.approx(float(sigma.min())) and model[4] == pytest.approx(float(sigma.max()))
-    assert model[1] == pytest.approx(1.5, abs=1e-3)
+    assert model.features == "ordinary"
+    assert model.lo == pytest.approx(float(sigma.min())) and model.hi == pytest.approx(float(sigma.max()))
+    assert model.beta[1] == pytest.approx(1.5, abs=1e-3)
     assert torch.allclose(maps.expected_level(phi, model).float(), sigma, rtol=1e-3)
     a = sigma.view(-1, 1, 1, 1) * torch.rand((12, 1, 8, 8), generator=g)
     rel = maps.relative_to_level(a, maps.expected_level(phi, model))
@@ -132,9 +136,41 @@ def test_the_level_model_learns_how_normal_levels_follow_contrast_and_stays_in_i
     # an image unlike every normal one is divided by the fitted range's end, not an extrapolation
     far = maps.acquisition_features(torch.zeros(1, 3, 16, 16))
     assert float(maps.expected_level(far, model)) == pytest.approx(float(sigma.min()))
-    # the stage-1 level of a map is its median, floored
-    m = torch.rand((3, 1, 8, 8), generator=g)
-    assert torch.allclose(maps.image_level(m), m.flatten(1).median(1).values)
-    assert float(maps.image_level(torch.zeros(1, 1, 4, 4))) == pytest.approx(maps.MIN_IMAGE_LEVEL)
     with pytest.raises(ValueError, match="expected one level per feature row"):
         maps.fit_level_model(phi, sigma[:3])
+
+
+def test_the_acquisition_is_measured_on_the_pixels_the_first_map_finds_ordinary() -> None:
+    """A defect raises the first map where it is; the features come from the other half of the image, so the
+    defect cannot move them — a mean absolute deviation over every pixel grew ×10 with a large bright square."""
+    g = torch.Generator().manual_seed(5)
+    y = 0.05 * torch.randn((1, 3, 32, 32), generator=g)  # a low-contrast normal texture
+    defect = y.clone()
+    defect[..., 4:20, 4:20] = 0.9  # a bright square over a quarter of the image
+    first = torch.zeros(1, 1, 32, 32)
+    first[..., 3:21, 3:21] = 1.0  # its first map: high on the square and its blurred edge
+    clean, hit = maps.acquisition_features(y, first), maps.acquisition_features(defect, first)
+    assert torch.equal(clean, hit)  # only ordinary pixels count, and the square is not among them
+    everywhere = maps.acquisition_features(defect, features="observation")
+    assert float(everywhere[0, 1] - maps.acquisition_features(y, features="observation")[0, 1]) > 1.0  # ×e and more
+    ordinary = (first <= first.median()).expand_as(y)
+    assert float(clean[0, 2]) == pytest.approx(float(y[ordinary].double().median()))
+    with pytest.raises(ValueError, match="expected a first map"):
+        maps.acquisition_features(y, first[..., :16])
+
+
+def test_the_level_model_is_fitted_on_the_host_in_float64() -> None:
+    """CUDA's lstsq accepts only the gels driver: calibration of relative maps on a GPU crashed at its end.
+    The fit runs on the host whatever the inputs' device and dtype."""
+    phi = torch.tensor([[1.0, -2.0, 0.1], [1.0, -1.0, 0.0], [1.0, -3.0, -0.2], [1.0, -1.5, 0.3]])
+    sigma = torch.tensor([0.1, 0.2, 0.05, 0.15])
+    model = maps.fit_level_model(phi.float(), sigma.half())
+    assert all(isinstance(b, float) for b in model.beta)
+    ref = torch.linalg.lstsq(phi.double(), sigma.half().double().log().unsqueeze(1)).solution.flatten()
+    assert model.beta == pytest.approx(ref.tolist(), abs=1e-9)
+
+
+def test_the_stage1_level_of_a_map_is_its_median_floored() -> None:
+    m = torch.rand((3, 1, 8, 8), generator=torch.Generator().manual_seed(4))
+    assert torch.allclose(maps.image_level(m), m.flatten(1).median(1).values)
+    assert float(maps.image_level(torch.zeros(1, 1, 4, 4))) == pytest.approx(maps.MIN_IMAGE_LEVEL)

@@ -69,13 +69,15 @@ def test_relative_maps_divide_both_stages_by_the_expected_level_of_each_image(
 ) -> None:
     raw_maps = MapConfig(backbone="random", blur_sigma=1.0, stage1_weight=0.5, normalise="none")
     sampler = tiny_sampler(mask=MaskConfig(mode="calibrated", threshold=1.2))
-    model = (-2.0, 0.5, 0.3, 0.05, 0.4)  # β and the fitted range of σ
+    model = maps.LevelModel((-2.0, 0.5, 0.3), 0.05, 0.4)  # β and the fitted range of σ
     relative = make_scorer(tiny_unet, sampler, raw_maps.model_copy(update={"normalise": "acquisition"}))
     relative.level_model = model
     r = relative.score(images16, IDS)
     assert r.stage1_map is not None and r.mask is not None
-    phi = maps.acquisition_features(images16)
-    sigma = (phi @ torch.tensor(model[:3], dtype=torch.float64)).exp().clamp(0.05, 0.4).float().view(-1, 1, 1, 1)
+    first = relative.stage1(images16, IDS)  # the same pass: its map says which pixels are ordinary
+    assert torch.equal(first.anomaly_map, r.stage1_map)
+    phi = maps.acquisition_features(images16, first.anomaly_map, first.reconstruction)
+    sigma = (phi @ torch.tensor(model.beta, dtype=torch.float64)).exp().clamp(0.05, 0.4).float().view(-1, 1, 1, 1)
     # the mask compares A1 / sigma with the threshold: the raw stage-1 map thresholded at 1.2 sigma
     assert torch.equal(r.mask, (r.stage1_map > 1.2 * sigma).float()) and 0 < r.mask.mean() < 1
     # the final map is (A2 + w A1) / sigma, A2 sampled under that mask
