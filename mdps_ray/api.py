@@ -164,3 +164,12 @@ class Detector:
         if self.calibration is None:
             raise ValueError("expected a calibrated model (calibration.json) to threshold scores, got none")
         return is_anomalous(result.score, self.calibration.score_threshold)
+
+    def p_values(self, result: ScoreResult | Detection) -> torch.Tensor:
+        """Conformal p-values of the scores against the calibration normals, (B,) float64: about uniform for
+        normal images, as small as 1/(n + 1) for an image above every normal score."""
+        values = None if self.calibration is None else self.calibration.p_values(result.score)
+        if values is None:
+            raise ValueError("expected a calibration with its normal scores (calibration.json version 2) for "
+                             "p-values, got none or an older one; recalibrate with `mdps calibrate`")
+        return values

@@ -13,7 +13,13 @@ from pydantic import BaseModel
 from mdps_ray.config.jobs import ScoreJobConfig, TrainJobConfig
 from mdps_ray.config.method import MapConfig, MdpsConfig, PriorConfig, SamplerConfig, ScoreConfig, TrainConfig
 from mdps_ray.data.manifest import MANIFEST_SCHEMA
-from mdps_ray.storage.results import RESULT_SCHEMA, RESULT_SCHEMA_V1, RESULT_SCHEMA_V2, RESULTS_SCHEMA_VERSION
+from mdps_ray.storage.results import (
+    RESULT_SCHEMA,
+    RESULT_SCHEMA_V1,
+    RESULT_SCHEMA_V2,
+    RESULT_SCHEMA_V3,
+    RESULTS_SCHEMA_VERSION,
+)
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 SCHEMA_VERSION = 1
@@ -39,7 +45,8 @@ def render_schemas() -> dict[str, dict[str, Any]]:
     """{file name: schema} for every public config and Parquet output, versioned in the file name."""
     out = {f"{name}.v{SCHEMA_VERSION}.schema.json": m.model_json_schema() for name, m in PUBLIC_CONFIGS.items()}
     out["results.v1.arrow.json"] = arrow_schema_json(RESULT_SCHEMA_V1)  # still read (upgraded on read)
-    out["results.v2.arrow.json"] = arrow_schema_json(RESULT_SCHEMA_V2)  # still read (the same columns)
+    out["results.v2.arrow.json"] = arrow_schema_json(RESULT_SCHEMA_V2)  # still read (upgraded on read)
+    out["results.v3.arrow.json"] = arrow_schema_json(RESULT_SCHEMA_V3)  # still read (upgraded on read)
     out[f"results.v{RESULTS_SCHEMA_VERSION}.arrow.json"] = arrow_schema_json(RESULT_SCHEMA)
     out["manifest.v1.arrow.json"] = arrow_schema_json(MANIFEST_SCHEMA)
     return out

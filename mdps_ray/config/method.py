@@ -312,9 +312,10 @@ def scoring_hash(cfg_hash: str, device_kind: str) -> str:
 def method_hash(prior: PriorConfig, sampler: SamplerConfig, maps: MapConfig, score: ScoreConfig,
                 tiling: TilingConfig | None = None) -> str:
     """Hash of the settings that calibrated thresholds depend on (runtime knobs left out; tiling only when on,
-    so calibrations made before it existed stay valid)."""
-    parts: list[BaseModel] = [prior, sampler, maps, score]
-    text = "|".join(config_hash(part) for part in parts)
+    and every key added later left out at the value that behaves as before, exactly as in :func:`config_hash`:
+    calibrations made before such a key existed stay valid)."""
+    parts: dict[str, BaseModel] = {"prior": prior, "sampler": sampler, "maps": maps, "score": score}
+    text = "|".join(config_hash(part, name) for name, part in parts.items())
     if tiling is not None and tiling.enabled:
         text += "|" + config_hash(tiling, "tiling")
     return hashlib.sha256(text.encode()).hexdigest()[:16]

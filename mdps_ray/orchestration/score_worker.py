@@ -142,6 +142,7 @@ class ScoringWorker:
         return {
             "score": scores.numpy(),
             "is_anomalous": None if cal is None else is_anomalous(scores, cal.score_threshold).numpy(),
+            "p_value": None if cal is None else cal.p_values(scores),
             "map": result.anomaly_map[:, 0].detach().float().cpu().numpy(),
             "recon": ((result.reconstruction.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte()
             .permute(0, 2, 3, 1).cpu().numpy(),
@@ -153,10 +154,11 @@ class ScoringWorker:
         row = self._base_row(batch, i)
         amap = host["map"][k]
         map_uri = None if chunk is None else member_uri(chunk, object_key(row["image_id"]))
-        flags, area = host["is_anomalous"], host["area"]
+        flags, area, p = host["is_anomalous"], host["area"], host["p_value"]
         return {
             **row, "status": "ok", "error": None, "score": float(host["score"][k]),
             "is_anomalous": None if flags is None else bool(flags[k]),
+            "p_value": None if p is None else float(p[k]),
             "map_uri": map_uri, "map_max": float(amap.max()), "map_mean": float(amap.mean()),
             "anomalous_area_fraction": None if area is None else float(area[k]),
             "seconds": seconds,

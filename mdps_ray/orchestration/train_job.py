@@ -72,8 +72,9 @@ def _check_images(records: list[ImageRecord], so: dict[str, Any], where: str) ->
     sizes: Counter[tuple[int, int]] = Counter()
     ok, bad = [], 0
     for r in records:
+        data = read_bytes(r.uri, so)  # a storage error is the store's, not an unreadable image: it propagates
         try:
-            with Image.open(io.BytesIO(read_bytes(r.uri, so))) as im:
+            with Image.open(io.BytesIO(data)) as im:
                 im.verify()
                 sizes[im.size] += 1
             ok.append(r)
@@ -193,8 +194,8 @@ def calibrate_on(method_json: dict[str, Any], state: dict[str, torch.Tensor] | l
         nets.append(net.eval().requires_grad_(False))
     device = torch.device("cuda" if use_gpu else "cpu")
     scorer = build_scorer(nets if isinstance(state, list) else nets[0], method, device)
-    passes = calibration_passes(method.sampler.mask.mode, method.maps.normalise)
-    desc, total = f"calibrating on {len(holdout)} held-out images", passes * len(holdout)
+    total = calibration_passes(method.sampler.mask, method.maps.normalise, [r.image_id for r in holdout])
+    desc = f"calibrating on {len(holdout)} held-out images"
     progress: Any = tqdm_ray.tqdm(total=total, desc=desc, unit="pass") if bar == "ray" else \
         progress_bar(total, desc, "pass")
     try:

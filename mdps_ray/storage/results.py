@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from mdps_ray.storage.uris import read_bytes
 
-RESULTS_SCHEMA_VERSION = 3
+RESULTS_SCHEMA_VERSION = 4
 _V1_FIELDS: list[tuple[str, pa.DataType]] = [
     ("run_id", pa.string()),
     ("image_id", pa.string()),
@@ -47,16 +47,24 @@ RESULT_SCHEMA_V1 = pa.schema(_V1_FIELDS, metadata={"mdps_ray.results_schema_vers
 _AT = [name for name, _ in _V1_FIELDS].index("config_hash") + 1
 RESULT_SCHEMA_V2 = pa.schema([*_V1_FIELDS[:_AT], ("backbone_digest", pa.string()), *_V1_FIELDS[_AT:]],
                              metadata={"mdps_ray.results_schema_version": "2"})
-RESULT_SCHEMA = RESULT_SCHEMA_V2.with_metadata({"mdps_ray.results_schema_version": str(RESULTS_SCHEMA_VERSION)})
+RESULT_SCHEMA_V3 = RESULT_SCHEMA_V2.with_metadata({"mdps_ray.results_schema_version": "3"})
+# v4 adds p_value after is_anomalous: the image's conformal p-value against the calibration normals,
+# (1 + #{normal scores >= score}) / (n + 1); null without a calibration or with one that predates stored scores.
+_AT_P = RESULT_SCHEMA_V3.names.index("is_anomalous") + 1
+RESULT_SCHEMA = RESULT_SCHEMA_V3.insert(_AT_P, pa.field("p_value", pa.float64())).with_metadata(
+    {"mdps_ray.results_schema_version": str(RESULTS_SCHEMA_VERSION)})
 
 
 def upgrade(table: pa.Table) -> pa.Table:
-    """A table of any published result schema version as the current one (v1 rows: no backbone digest; v2 rows
-    have v3's columns, and their ``.npy`` map URIs read through the same ``read_map``)."""
-    if table.schema.remove_metadata().equals(RESULT_SCHEMA_V1.remove_metadata()):
-        return table.add_column(_AT, RESULT_SCHEMA.field("backbone_digest"),
-                                pa.nulls(table.num_rows, pa.string())).replace_schema_metadata(RESULT_SCHEMA.metadata)
-    return table
+    """A table of any published result schema version as the current one (v1 rows: no backbone digest; v1-v3
+    rows: no p-value; v2 rows name ``.npy`` maps that read through the same ``read_map`` as v3's chunks)."""
+    bare = table.schema.remove_metadata()
+    if bare.equals(RESULT_SCHEMA_V1.remove_metadata()):
+        table = table.add_column(_AT, RESULT_SCHEMA_V2.field("backbone_digest"), pa.nulls(table.num_rows, pa.string()))
+        bare = table.schema.remove_metadata()
+    if bare.equals(RESULT_SCHEMA_V3.remove_metadata()):
+        table = table.add_column(_AT_P, RESULT_SCHEMA.field("p_value"), pa.nulls(table.num_rows, pa.float64()))
+    return table.replace_schema_metadata(RESULT_SCHEMA.metadata)
 
 
 def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:

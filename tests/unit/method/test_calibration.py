@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 
 from mdps_ray.config.method import MapConfig, MaskConfig
+from mdps_ray.core.maps import LevelModel
 from mdps_ray.core.scores import score_summary
 from mdps_ray.method.calibration import (
     Calibration,
     calibration_passes,
+    conformal_threshold,
     fit_calibration,
     is_anomalous,
+    normals_needed,
     resolve_mask_threshold,
+    split_calibration,
 )
 from tests.helpers.models import make_scorer, tiny_sampler
 
@@ -38,37 +43,125 @@ def test_the_image_decision_is_strictly_above_the_threshold() -> None:
     assert is_anomalous(torch.tensor([0.1, 0.5, 0.9]), 0.5).tolist() == [False, False, True]
 
 
-def test_calibration_stores_the_one_score_summary(tiny_unet: torch.nn.Module, images16: torch.Tensor) -> None:
+IDS8 = [f"img{i}" for i in range(8)]
+
+
+def test_calibration_fits_the_level_and_mask_on_one_part_and_takes_the_threshold_from_the_other(
+        tiny_unet: torch.nn.Module, images16: torch.Tensor) -> None:
     scorer = make_scorer(tiny_unet, tiny_sampler(mask=MaskConfig(mode="calibrated")))
+    y = torch.cat([images16, images16.flip(-1)])
     ticks: list[int] = []
-    cal = fit_calibration(scorer, [(images16, ["a", "b", "c", "d"])], target_fpr=0.25, on_images=ticks.append)
-    assert ticks == [4, 4]  # progress: stage 1, then the masked pass, per batch
-    assert cal.level_model is not None and len(cal.level_model) == 5  # maps.normalise=acquisition, the default
-    again = scorer.score(images16, ["a", "b", "c", "d"], mask_threshold=cal.mask_threshold,
-                         level_model=cal.level_model).score
+    cal = fit_calibration(scorer, [(y[:5], IDS8[:5]), (y[5:], IDS8[5:])], target_fpr=0.25, on_images=ticks.append)
+    fit, conformal = split_calibration(IDS8)
+    assert fit and conformal and not fit & conformal and fit | conformal == set(IDS8)
+    assert cal.n_images == 8 and cal.n_fit == len(fit) and cal.n_conformal == len(conformal)
+    # progress: one pass per fit image (its stage 1), two per conformal image (stage 1, the masked pass)
+    assert sum(ticks) == calibration_passes(scorer.sampler.mask, "acquisition", IDS8) == len(fit) + 2 * len(conformal)
+    assert cal.level_model is not None and cal.level_model.features == "ordinary"
+    rows = [i for i, name in enumerate(IDS8) if name in conformal]
+    again = scorer.score(y[rows], [IDS8[i] for i in rows], mask_threshold=cal.mask_threshold,
+                         level_model=cal.level_model).score.double()
+    # the stored normal scores are the conformal part's, scored as any image is
+    assert torch.allclose(torch.tensor(cal.normal_scores, dtype=torch.float64), again.sort().values, atol=1e-6)
     assert cal.score_stats == pytest.approx(score_summary(again))
+    # n = 5 conformal scores cannot certify 0.25 (k = ⌈6·0.75⌉ = 5 <= 5 does): threshold = the 5th smallest
+    k = math.ceil((cal.n_conformal + 1) * 0.75)
+    expected = cal.normal_scores[k - 1] if k <= cal.n_conformal else cal.normal_scores[-1]
+    assert cal.score_threshold == expected
     assert Calibration.from_json(json.loads(json.dumps(cal.to_json()))) == cal  # the level model survives JSON
     assert set(cal.score_stats) == {"n", "mean", "std", "q50", "q90", "q99"}
+
+
+@pytest.mark.parametrize(("n", "alpha", "k", "certified"), [
+    (19, 0.1, 18, 0.1),        # k = ⌈20 · 0.9⌉ = 18
+    (99, 0.01, 99, 0.01),      # exactly enough normals for 1 %
+    (98, 0.01, 98, 1 / 99),    # one short: the largest score, certifying 1/(n + 1)
+    (5, 0.01, 5, 1 / 6),       # the issue's case: 5 normals never certify 1 %
+    (200, 0.05, 191, 0.05),    # k = ⌈201 · 0.95⌉ = 191
+])
+def test_the_conformal_threshold_is_the_order_statistic_that_certifies_alpha(
+        n: int, alpha: float, k: int, certified: float) -> None:
+    scores = torch.randperm(n).double() + 1.0  # the values 1..n, shuffled
+    threshold, rate = conformal_threshold(scores, alpha)
+    assert threshold == float(k) and rate == pytest.approx(certified)
+    assert normals_needed(alpha) == {0.1: 9, 0.01: 99, 0.05: 19}[alpha]
+
+
+@pytest.mark.parametrize(("n", "alpha"), [(5, 0.01), (19, 0.1), (40, 0.05)])
+def test_the_certified_rate_holds_for_exchangeable_normals(n: int, alpha: float) -> None:
+    """P(new normal > threshold) over many calibration draws: at most the certified rate (the quantile rule
+    the threshold used to be exceeds it: n = 5 normals flagged ≈ 1/6 + of unseen normals at "1 %")."""
+    g = torch.Generator().manual_seed(0)
+    trials = 20000
+    normals = torch.rand((trials, n), generator=g, dtype=torch.float64)
+    new = torch.rand(trials, generator=g, dtype=torch.float64)
+    flagged, certified = 0, 0.0
+    for t in range(trials):
+        threshold, certified = conformal_threshold(normals[t], alpha)
+        flagged += int(new[t] > threshold)
+    assert flagged / trials <= certified + 3 * math.sqrt(certified / trials)
+
+
+def test_p_values_count_the_normal_scores_at_or_above() -> None:
+    cal = Calibration(None, 4.0, 0.995, 0.2, 4, normal_scores=(1.0, 2.0, 3.0, 4.0), certified_fpr=0.2)
+    p = cal.p_values(torch.tensor([2.5, 5.0, 0.0, 2.0]))
+    assert p is not None and p.tolist() == pytest.approx([3 / 5, 1 / 5, 5 / 5, 4 / 5])
+    assert Calibration(None, 4.0, 0.995, 0.2, 4).p_values(torch.tensor([1.0])) is None  # an older file
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "0.3"])
+def test_a_threshold_that_is_not_a_finite_number_is_refused_naming_it(bad: object) -> None:
+    data = Calibration(0.1, 0.2, 0.995, 0.01, 4).to_json()
+    data["score_threshold"] = bad
+    with pytest.raises(ValueError, match="expected a finite number for score_threshold"):
+        Calibration.from_json(json.loads(json.dumps(data)))
 
 
 def test_an_older_calibration_file_reads_with_the_current_keys() -> None:
     cal = Calibration(0.1, 0.2, 0.995, 0.01, 4, {"mean": 1.0, "std": 0.5, "q50": 1.0}).to_json()
     cal["score_stats"] = {"mean": 1.0, "std": 0.5, "q500": 0.9, "q900": 1.5, "q990": 2.0}
     assert Calibration.from_json(cal).score_stats == {"mean": 1.0, "std": 0.5, "q50": 0.9, "q90": 1.5, "q99": 2.0}
+    # version 1: the level model as a list, measured over every pixel; no certified rate, no stored scores
+    v1 = {k: v for k, v in cal.items() if k not in ("certified_fpr", "normal_scores", "n_fit")}
+    v1.update(version=1, level_model=[-2.0, 0.5, 0.3, 0.05, 0.4])
+    old = Calibration.from_json(v1)
+    assert old.level_model == LevelModel((-2.0, 0.5, 0.3), 0.05, 0.4, "observation")
+    assert old.certified_fpr is None and old.p_values(torch.tensor([1.0])) is None
 
 
 def test_calibrating_on_too_few_normals_warns(tiny_unet: torch.nn.Module, images16: torch.Tensor) -> None:
     scorer = make_scorer(tiny_unet, tiny_sampler(mask=MaskConfig(mode="calibrated")))
     with pytest.warns(UserWarning, match="calibrating on 1 held-out normal image"):
         fit_calibration(scorer, [(images16[:1], ["a"])], target_fpr=0.25)
+    with pytest.warns(UserWarning, match=r"certifies a false-alarm rate of 1/\d+ .* not the target 0.01: expected "
+                                         r"at least 99 normal scores"):
+        cal = fit_calibration(scorer, [(images16, ["a", "b", "c", "d"])], target_fpr=0.01)
+    assert cal.certified_fpr == pytest.approx(1 / (cal.n_conformal + 1))
 
 
 @pytest.mark.parametrize("normalise", ["acquisition", "none"])
-def test_one_stage_calibration_counts_the_level_pass_it_makes(tiny_unet: torch.nn.Module, images16: torch.Tensor,
-                                                              normalise: str) -> None:
+def test_one_stage_calibration_counts_the_passes_it_makes(tiny_unet: torch.nn.Module, images16: torch.Tensor,
+                                                          normalise: str) -> None:
     maps = MapConfig(backbone="none", normalise=normalise)  # type: ignore[arg-type]
     scorer = make_scorer(tiny_unet, tiny_sampler(mask=MaskConfig(mode="none")), maps)
     ticks: list[int] = []
     cal = fit_calibration(scorer, [(images16, ["a", "b", "c", "d"])], target_fpr=0.25, on_images=ticks.append)
-    assert len(ticks) == calibration_passes("none", normalise) == (2 if normalise == "acquisition" else 1)
+    assert sum(ticks) == calibration_passes(scorer.sampler.mask, normalise, ["a", "b", "c", "d"]) == 4
     assert (cal.level_model is not None) == (normalise == "acquisition") and cal.mask_threshold is None
+    # nothing to fit without a level model: every image gives a conformal score
+    assert (cal.n_fit, cal.n_conformal) == ((0, 4) if normalise == "none" else (cal.n_fit, 4 - cal.n_fit))
+    assert normalise == "none" or 1 <= cal.n_fit <= 3
+
+
+def test_a_transductive_model_calibrates_with_its_calibration_set_as_the_scored_set(
+        tiny_unet: torch.nn.Module, images16: torch.Tensor) -> None:
+    """Every two-stage paper preset masks transductively: calibration used to ask the scorer for a threshold
+    it cannot have ("expected a stage-1 mask threshold for mask mode 'transductive'") after training."""
+    maps = MapConfig(backbone="none", normalise="none")
+    scorer = make_scorer(tiny_unet, tiny_sampler(mask=MaskConfig(mode="transductive", fraction=0.5)), maps)
+    cal = fit_calibration(scorer, [(images16, ["a", "b", "c", "d"])], target_fpr=0.25)
+    assert cal.mask_threshold is None and cal.n_conformal == 4 and math.isfinite(cal.score_threshold)
+    s1 = scorer.stage1(images16, ["a", "b", "c", "d"])
+    tau = float(s1.anomaly_map.min()) + 0.5 * float(s1.anomaly_map.max() - s1.anomaly_map.min())
+    expected = scorer.score(images16, ["a", "b", "c", "d"], mask_threshold=tau, stage1=s1).score.double()
+    assert torch.allclose(torch.tensor(cal.normal_scores, dtype=torch.float64), expected.sort().values, atol=1e-6)
