@@ -85,3 +85,28 @@ def test_fp16_with_guidance_is_refused_and_tf32_is_off_without_moving_hashes() -
     assert before.digest() == "5bfaf7c4895af9f6"
     assert MdpsConfig().digest() != before.digest()  # the relative maps are another method: rows are re-scored
     assert apply_overrides(before, ["runtime.tf32=true"]).digest() != before.digest()
+
+
+def test_a_calibration_made_before_maps_normalise_existed_is_not_called_stale() -> None:
+    """method_hash leaves default-valued new keys out as config_hash does: a raw-map calibration written before
+    maps.normalise existed warned "recalibrate" on every load."""
+    import hashlib
+    import json
+
+    from mdps_ray.config.method import method_hash
+    from mdps_ray.method.calibration import Calibration, stale_calibration
+
+    raw = apply_overrides(MdpsConfig(), ["maps.normalise=none"])
+    maps_then = {k: v for k, v in raw.maps.model_dump(mode="json").items() if k != "normalise"}
+
+    def part_hash(data: dict) -> str:
+        return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+    # the hash the older code wrote: the four sections' JSON, maps without the key it did not have yet
+    then = "|".join(part_hash(d) for d in (raw.prior.model_dump(mode="json"), raw.sampler.model_dump(mode="json"),
+                                             maps_then, raw.score.model_dump(mode="json")))
+    written = hashlib.sha256(then.encode()).hexdigest()[:16]
+    assert method_hash(raw.prior, raw.sampler, raw.maps, raw.score) == written
+    old = Calibration(0.1, 0.2, 0.995, 0.01, 4, method_hash=written)
+    assert stale_calibration(old, raw, "m") is None
+    assert stale_calibration(old, MdpsConfig(), "m") is not None  # relative maps: other thresholds, recalibrate
