@@ -30,12 +30,14 @@ from mdps_ray.config.presets import preset
 from mdps_ray.data.native import resolve_read_size
 from mdps_ray.data.records import list_mvtec
 from mdps_ray.data.splits import split_holdout
+from mdps_ray.method.calibration import Calibration, is_anomalous
 from mdps_ray.storage.checkpoints import load_prior, save_prior
-from mdps_ray.workflows import calibrate_local, evaluate_local, final_priors, train_local_priors
+from mdps_ray.workflows import Evaluation, calibrate_local, evaluate_local, final_priors, train_local_priors
 
 METRICS = ["image_auroc", "pixel_auroc", "aupro", "f1_max", "ap", "psnr_normal", "ssim_normal", "seconds_per_image"]
 BASELINE = ["baseline_image_auroc", "baseline_pixel_auroc"]
-COLUMNS = ["category", "variant", *METRICS, *BASELINE, "vs_baseline", "what_it_is"]
+ALARMS = ["certified_fpr", "fpr_test_normals", "n_conformal"]
+COLUMNS = ["category", "variant", *METRICS, *ALARMS, *BASELINE, "vs_baseline", "what_it_is"]
 
 
 def run_category(root: Path, args: argparse.Namespace, base: MdpsConfig, out: Path) -> tuple[list[dict], str]:
@@ -68,18 +70,26 @@ def run_category(root: Path, args: argparse.Namespace, base: MdpsConfig, out: Pa
             ev = baseline_evaluation(train_records, test_records, method, device)
         else:
             cfg = apply_overrides(method, VARIANTS[name])
-            scorer = build_scorer(loaded.unet, cfg, device)
-            if cfg.sampler.mask.mode == "calibrated" or cfg.maps.normalise != "none":  # a threshold or a level
-                cal = calibrate_local(scorer, holdout, args.batch_size, device)
-                scorer = build_scorer(loaded.unet, cfg, device, calibration=cal)
-            ev = evaluate_local(scorer, test_records, args.batch_size, device)
-        metrics = {k: ev.metrics.get(k, float("nan")) for k in METRICS}
+            cal = calibrate_local(build_scorer(loaded.unet, cfg, device), holdout, args.batch_size, device)
+            ev = evaluate_local(build_scorer(loaded.unet, cfg, device, calibration=cal), test_records, args.batch_size,
+                                device)
+            ev.metrics.update(false_alarms(ev, cal))
+        metrics = {k: ev.metrics.get(k, float("nan")) for k in METRICS + ALARMS}
         row = {"category": category, "variant": name, **metrics, **versus_baseline(metrics, floor, name),
                "what_it_is": DESCRIPTIONS[name]}
         print(" | ".join(f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in COLUMNS), flush=True)
         rows.append(row)
     minutes = (time.monotonic() - started) / 60
     return rows, f"{category}: prior {prior_line}; {len(rows)} variants; {minutes:.1f} min in all"
+
+
+def false_alarms(ev: Evaluation, cal: Calibration) -> dict[str, float]:
+    """The rate calibration certifies beside the rate it gave: the test normals above the image threshold."""
+    normal = torch.tensor([r.label == 0 for r in ev.records])
+    flagged = is_anomalous(ev.scores[normal].double(), cal.score_threshold)
+    return {"certified_fpr": float("nan") if cal.certified_fpr is None else cal.certified_fpr,
+            "fpr_test_normals": float(flagged.double().mean()) if bool(normal.any()) else float("nan"),
+            "n_conformal": float(cal.n_conformal)}
 
 
 def versus_baseline(metrics: dict[str, float], floor: dict[str, float], name: str) -> dict[str, object]:

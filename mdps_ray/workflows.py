@@ -162,17 +162,21 @@ def split_metrics(
 
 def calibrate_model(model: str, data: str, holdout_fraction: float = 0.1, target_fpr: float = 0.01,
                     overrides: Mapping[str, Any] | None = None,
-                    storage_options: dict[str, Any] | None = None) -> Calibration:
+                    storage_options: dict[str, Any] | None = None, device: str = "auto") -> Calibration:
     """Fit and write calibration.json on the held-out part of ``data``'s normal training images.
 
     The same rule as ``mdps train`` (:func:`~mdps_ray.data.splits.split_holdout`, for every layout):
-    given the data a model was trained on, it calibrates on exactly the images training left out.
+    given the data a model was trained on, it calibrates on exactly the images training left out (in
+    batches of 8, on ``device``: ``auto`` is cuda when this process sees a GPU).
     """
-    det = Detector.load(model, storage_options=storage_options, overrides=overrides or {}, check_calibration=False)
+    where = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                         "cpu" if device == "auto" else device)
+    det = Detector.load(model, device=where, storage_options=storage_options, overrides=overrides or {},
+                        check_calibration=False)
     layout = detect_layout(data, storage_options)
     records = [r for r in list_records(data, layout, "train", storage_options) if r.label in (0, None)]
     _, records = split_holdout(records, holdout_fraction)
-    cal = calibrate_local(det.scorer, records, 8, torch.device("cpu"), target_fpr=target_fpr,
+    cal = calibrate_local(det.scorer, records, 8, where, target_fpr=target_fpr,
                           config_hash=det.config.digest(), model_digest=det.model_digest)
     save_calibration(cal, model, storage_options)
     return cal

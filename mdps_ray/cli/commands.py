@@ -171,7 +171,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from mdps_ray.workflows import calibrate_model
 
     overrides = deep_merge(as_patch(_yaml_file(args.config)), as_patch(args.overrides))
-    cal = calibrate_model(args.model, args.data, args.holdout_fraction, args.target_fpr, overrides)
+    cal = calibrate_model(args.model, args.data, args.holdout_fraction, args.target_fpr, overrides,
+                          device=args.device)
     print(json.dumps(cal.to_json(), indent=2))
     return 0
 
@@ -293,7 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "category root or a folder): their held-out part is used, "
                                                          "as in `mdps train`")
     calibrate.add_argument("--holdout-fraction", type=_fraction, default=0.1, help="held-out fraction (default 0.1)")
-    calibrate.add_argument("--target-fpr", type=_fraction, default=0.01, help="image threshold FPR (default 0.01)")
+    calibrate.add_argument("--target-fpr", type=_fraction, default=0.01,
+                           help="false-alarm rate the image threshold certifies (default 0.01; needs >= 99 normal "
+                                "scores, else it certifies 1/(n+1) and says so)")
+    calibrate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                           help="where the held-out images are scored (auto: cuda when this machine has a GPU)")
     calibrate.add_argument("--config", help="YAML of method values over the model's stored config "
                                             "(e.g. sampler: {mask: {quantile: 0.99}})")
     calibrate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

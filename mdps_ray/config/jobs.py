@@ -1,7 +1,9 @@
-"""Job configurations (frozen pydantic v2): what `mdps score` / `jobs/score.py` accept.
+"""Job configurations (frozen pydantic v2): what `mdps score` / `jobs/score.py`, `mdps train` / `jobs/train.py`
+and the run readers (`evaluate`, `report`, `runs`) accept.
 
-``--set`` keys whose first part is a method section (prior, train, sampler, maps, score, runtime)
-override the model's stored :class:`~mdps_ray.config.MdpsConfig`; the others set the job.
+``--set`` keys whose first part is a section of :class:`~mdps_ray.config.method.MdpsConfig` (prior, train,
+sampler, maps, score, runtime, tiling) override the method (at scoring time, the model's stored one); the
+others set the job.
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ class ScoreJobConfig(_Frozen):
         "(images x n), each actor then scoring them in chunks that fit its free memory, halved on out-of-memory "
         "(method/batching.py)."))
     num_actors: int | None = Field(None, ge=1, description="Scoring actors; default: GPUs, else what CPUs allow.")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Actor device; auto = cuda when GPUs exist.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description=(
+        "Actor device; auto = cuda when the cluster has GPUs as the job starts (an autoscaling cluster whose GPU "
+        "nodes are not up yet scores on CPU and says so in one line: set cuda to wait for them)."))
     gpu_wait_seconds: float = Field(900.0, ge=0, description="With device=cuda on a joined cluster: how long to "
                                     "wait for the autoscaler to bring up the GPUs requested.")
     max_error_fraction: float = Field(0.1, ge=0, le=1, description="Fail the run past this fraction of bad inputs.")

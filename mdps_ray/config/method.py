@@ -1,7 +1,7 @@
 """Configuration: frozen pydantic v2 models, presets, overrides and a stable hash.
 
 One validated :class:`MdpsConfig` flows from the entry point down; each layer receives only
-its part (``prior``, ``train``, ``sampler``, ``maps``, ``score``).
+its part (``prior``, ``train``, ``sampler``, ``maps``, ``score``, ``runtime``, ``tiling``).
 """
 
 from __future__ import annotations
@@ -149,10 +149,12 @@ class MapConfig(_Frozen):
         "acquisition",
         description=(
             "acquisition: divide each image's maps by the level sigma(y) that normal images of its brightness and "
-            "contrast have (log-linear in log MAD(y) and mean(y), fitted on held-out normals at calibration; "
-            "stored in calibration.json), so images under brighter light or with more contrast do not score higher "
-            "for it; the mask threshold is fitted on these maps. Without a fitted level (no calibration) the maps "
-            "stay raw. none: raw maps (the paper's)."
+            "contrast have (log-linear in the log median absolute deviation and the median of the image, measured "
+            "where its first map is ordinary with the posterior mean standing in elsewhere, so a defect cannot "
+            "lower its own score; fitted on held-out normals at calibration and stored in calibration.json), so "
+            "images under brighter light or with more contrast do not score higher for it; the mask threshold is "
+            "fitted on these maps. Without a fitted level (no calibration) the maps stay raw. none: raw maps (the "
+            "paper's)."
         ),
     )
     stage1_weight: float = Field(

@@ -10,7 +10,8 @@ The life of a run, in order:
      and its maps as one chunk ``maps/part-*.npz`` (storage/maps.py), written before the part;
   2. resume: :func:`staged_rows` reads every part back (in parallel), one row per image (:func:`dedup`);
   3. :func:`commit`: ``results/<category>/[<dt>/]part-NNNNN.parquet`` (at most :data:`PART_ROWS` rows
-     each) and ``errors/`` from those rows, then the run's ledger file;
+     each) and ``errors/`` from those rows (the pipeline writes the run's ledger file after it:
+     storage/ledger.py);
   4. :func:`finalize`: ``metrics.json``, ``run.json``, then ``_SUCCESS`` last, then ``_staging/`` removed.
 Readers trust a run only once ``_SUCCESS`` exists (:func:`committed_runs`).
 """

@@ -73,7 +73,7 @@ def test_a_paper_preset_trains_calibrates_and_scores_through_the_cli(
     """`mdps train --preset paper/…`, `mdps calibrate`, `mdps score`: the path the README's paper-scale command
     takes, on Ray, with a transductive two-stage preset."""
     name = "paper/mvtec/bottle"
-    sets = [a for s in CPU_SIZE + ["maps.backbone=random", "maps.crop=12"] for a in ("--set", s)]
+    sets = [a for s in [*CPU_SIZE, "maps.backbone=random", "maps.crop=12"] for a in ("--set", s)]
     out = tmp_path / "out"
     assert main(["train", "--preset", name, "--data", str(synthetic_root), "--out", str(out), "--max-steps", "2",
                  *sets]) == 0

@@ -22,7 +22,7 @@ def test_a_growing_folder_never_moves_a_training_image_into_calibration() -> Non
         names = [f"t{trial}-{i}" for i in range(rng.randint(10, 60))]
         before_train, before_hold = split_holdout(records(names), 0.1)
         grown = names + [f"t{trial}-new{i}" for i in range(rng.randint(1, 40))]
-        after_train, after_hold = split_holdout(records(grown), 0.1)
+        _after_train, after_hold = split_holdout(records(grown), 0.1)
         held_now = {r.image_id for r in after_hold}
         moved = [r.image_id for r in before_train if r.image_id in held_now]
         assert not moved, f"growth {trial} moved training images {moved} into calibration"
