@@ -1,16 +1,17 @@
-"""Calibration on held-out normal images: the stage-1 mask threshold, the level model and the image threshold.
+"""Calibration on held-out normal images: the level model, the stage-1 mask threshold and the image threshold.
 
-The held-out normals are split in two by a hash of each image id (:func:`split_calibration`):
+    level model     log σᵢ ≈ φ(yᵢ)·β, σᵢ the median of image i's first map        (maps.normalise)
+    mask_threshold  Q_q( A₁/σ̂(y) values )                                        (q = sampler.mask.quantile)
+    score_threshold s₍ₖ₎, the k-th smallest of n cross-fitted normal scores, k = ⌈(n + 1)(1 − α)⌉
 
-    fit part        level model     log σᵢ ≈ φ(yᵢ)·β, σᵢ the median of image i's first map   (maps.normalise)
-                    mask_threshold  Q_q( A₁/σ̂(y) values )                                   (q = sampler.mask.quantile)
-    conformal part  score_threshold s₍ₖ₎, the k-th smallest of its n image scores, k = ⌈(n + 1)(1 − α)⌉
-
-so the image threshold is not taken from the images the level and the mask were fitted on (which scores them
-low and the threshold with them). For an exchangeable normal image x, P(s(x) > s₍ₖ₎) ≤ 1 − k/(n + 1) ≤ α: the
-certified false-alarm rate. With n < 1/α − 1 no order statistic certifies α; the threshold is then the largest
-score and certifies 1/(n + 1) (``certified_fpr``, with a warning naming how many normals α needs). The n scores
-are stored, so every scored image gets its conformal p-value (1 + #{sᵢ ≥ s}) / (n + 1) (:meth:`Calibration.p_values`).
+The level model and the mask threshold stored are fitted on every held-out normal. The image threshold is not
+taken from scores of those same images (that scores them low, and the threshold with them): the normals are
+cut into folds (:func:`~mdps_ray.method.conformal.cross_folds`), and each fold is scored with a level model and
+a mask threshold fitted on the other folds. For an exchangeable normal image x, P(s(x) > s₍ₖ₎) ≤ α: the
+certified false-alarm rate (method/conformal.py). With n < 1/α − 1 no order statistic certifies α; the threshold
+is then the largest score and certifies 1/(n + 1) (``certified_fpr``, with a warning naming how many normals α
+needs). The n scores are stored, so every scored image gets its conformal p-value (1 + #{sᵢ ≥ s}) / (n + 1)
+(:meth:`Calibration.p_values`).
 
 Everything is fitted after training, stored as ``calibration.json`` next to the checkpoint, and applied unchanged at
 scoring time: nothing is fitted on the images being scored (mask mode ``transductive`` excepted: there the mask
@@ -19,10 +20,9 @@ threshold is the scored set's, and calibration scores its normals with the calib
 
 from __future__ import annotations
 
-import hashlib
 import math
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
@@ -32,10 +32,11 @@ from mdps_ray.config.method import MaskConfig, MdpsConfig, method_hash
 from mdps_ray.core import maps, masking
 from mdps_ray.core.maps import LevelModel
 from mdps_ray.core.scores import score_summary
+from mdps_ray.method.conformal import conformal_threshold, cross_folds, normals_needed
+from mdps_ray.method.scorer import StageOutput
 
-CALIBRATION_VERSION = 2  # 2: certified_fpr, the conformal scores, the split and level features; 1 still read
+CALIBRATION_VERSION = 2  # 2: certified_fpr, the normal scores, the folds and the level features; 1 still read
 MIN_CALIBRATION_IMAGES = 3  # fewer held-out normals than this give thresholds from one or two values
-FIT_SHARE = 1 / 3  # of the held-out normals: fit the level model and the mask threshold; the rest: the threshold
 T = TypeVar("T")
 
 
@@ -49,11 +50,11 @@ class Calibration:
         mask_quantile: the quantile τ was taken at.
         target_fpr: α, the false-alarm rate asked for.
         n_images: held-out normals used in all.
-        score_stats: summary of the conformal part's scores.
+        score_stats: summary of the cross-fitted normal scores.
         level_model: σ̂(y) (None: raw maps, or an older file without one).
         certified_fpr: the rate ``score_threshold`` guarantees for an exchangeable normal image (None: older file).
-        normal_scores: the conformal part's n scores, ascending (the p-values' reference; empty: older file).
-        n_fit: how many of the held-out normals fitted the level model and the mask threshold.
+        normal_scores: the n cross-fitted normal scores, ascending (the p-values' reference; empty: older file).
+        folds: how many cross-fitting folds scored them (0: older file).
     """
 
     mask_threshold: float | None
@@ -68,7 +69,7 @@ class Calibration:
     level_model: LevelModel | None = None
     certified_fpr: float | None = None
     normal_scores: tuple[float, ...] = ()
-    n_fit: int = 0
+    folds: int = 0
 
     def __post_init__(self) -> None:
         finite = {"score_threshold": self.score_threshold, "target_fpr": self.target_fpr,
@@ -130,55 +131,6 @@ def level_model_from_json(data: Any) -> LevelModel | None:
     return LevelModel((b0, b1, b2), lo, hi, "observation")
 
 
-def conformal_threshold(scores: torch.Tensor, alpha: float) -> tuple[float, float]:
-    """The image threshold and the false-alarm rate it certifies, from n normal scores (N,).
-
-    k = ⌈(n + 1)(1 − α)⌉; threshold = the k-th smallest score, certifying α (P(s > s₍ₖ₎) ≤ 1 − k/(n + 1) ≤ α for
-    an exchangeable normal image). When k > n the largest score is the threshold and it certifies 1/(n + 1).
-    """
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"expected 0 < target_fpr < 1, got {alpha}")
-    s = scores.detach().double().flatten().cpu().sort().values
-    n = s.numel()
-    if n == 0:
-        raise ValueError("expected normal scores to take the image threshold from, got none")
-    if not bool(torch.isfinite(s).all()):
-        raise ValueError(f"expected finite normal scores, got {int((~torch.isfinite(s)).sum())} NaN or infinite "
-                         "of {n}: the prior or its maps are broken; retrain")
-    k = math.ceil((n + 1) * (1.0 - alpha) - 1e-9)
-    if k <= n:
-        return float(s[k - 1]), alpha
-    return float(s[-1]), 1.0 / (n + 1)
-
-
-def normals_needed(alpha: float) -> int:
-    """The fewest conformal normal scores that certify α: n with ⌈(n + 1)(1 − α)⌉ ≤ n."""
-    n = 1
-    while math.ceil((n + 1) * (1.0 - alpha) - 1e-9) > n:
-        n += 1
-    return n
-
-
-def split_key(image_id: str) -> float:
-    """A uniform number in [0, 1) fixed by an image id (salted apart from the holdout's key)."""
-    return int(hashlib.sha256(f"calibration-fit|{image_id}".encode()).hexdigest()[:8], 16) / 16**8
-
-
-def split_calibration(image_ids: Sequence[str]) -> tuple[set[str], set[str]]:
-    """(fit ids, conformal ids): the ids whose :func:`split_key` is below ``FIT_SHARE`` fit; at least one of each
-    when there are two or more ids (one id serves both, with the warning that it calibrates nothing)."""
-    ids = list(dict.fromkeys(image_ids))
-    if len(ids) < 2:
-        return set(ids), set(ids)
-    ranked = sorted(ids, key=split_key)
-    fit = {i for i in ranked if split_key(i) < FIT_SHARE}
-    if not fit:
-        fit = {ranked[0]}
-    if len(fit) == len(ids):
-        fit.discard(ranked[-1])
-    return fit, set(ids) - fit
-
-
 def resolve_mask_threshold(mask: MaskConfig, transductive: float | None, calibrated: float | None) -> float | None:
     """The stage-1 mask threshold τ a scorer uses, decided here and nowhere else.
 
@@ -229,13 +181,13 @@ def fit_calibration(
     model_digest: str = "",
     on_images: Callable[[int], None] | None = None,
 ) -> Calibration:
-    """Fit the level model, the mask threshold and the image threshold on batches of normal images (y in
-    [−1, 1], ids), each on its part of them (module docstring).
+    """Fit the level model and the mask threshold on all held-out normals (y in [−1, 1], ids), and the image
+    threshold on their cross-fitted scores (module docstring).
 
-    The fit part runs its first stage once (the level model and the mask threshold need nothing more); the
-    conformal part is scored as any image is, its stage-1 maps reused for the mask (with mask mode
-    ``transductive``, the conformal part's own min/max threshold). ``on_images(k)`` is called after each pass
-    over k images (a progress hook: :func:`calibration_passes` in all).
+    Each image's first pass (stage 1, or the single stage) runs once; for each fold, the level model and the mask
+    threshold are fitted on the other folds' first passes, and the fold's images are scored with them (their
+    stage-1 passes reused for the mask; with mask mode ``transductive``, the whole set's min/max threshold).
+    ``on_images(k)`` is called after each pass over k images (a progress hook: :func:`calibration_passes` in all).
     """
     tick = on_images or (lambda k: None)
     if not 0.0 < target_fpr < 1.0:
@@ -245,78 +197,95 @@ def fit_calibration(
         raise ValueError("expected held-out normal images to calibrate on, got none")
     mask_cfg, normalise = scorer.sampler.mask, scorer.map_cfg.normalise
     ids = [i for _, batch_ids in batches for i in batch_ids]
-    fit_ids, conformal_ids = split_calibration(ids) if needs_fit(mask_cfg, normalise) else (set(), set(ids))
-    fit_part, conformal_part = _select(batches, fit_ids), _select(batches, conformal_ids)
-    first = [_ticked(first_pass(scorer, y, batch_ids), tick, len(batch_ids)) for y, batch_ids in fit_part]
-    level_model = fit_level_model(scorer, fit_part, first)
-    mask_threshold = None
-    if mask_cfg.mode == "calibrated" and fit_part:
-        values = torch.cat([scorer.mask_evidence(m, y, level_model).flatten()
-                            for m, (y, _) in zip(first, fit_part, strict=True)])
-        mask_threshold = masking.quantile_threshold(values, mask_cfg.quantile)
-    stage1: list[Any] = [None] * len(conformal_part)  # StageOutput, or None with a single stage
-    if mask_cfg.mode != "none":
-        stage1 = [_ticked(scorer.stage1(y, batch_ids), tick, len(batch_ids)) for y, batch_ids in conformal_part]
-    masked_with = resolve_mask_threshold(mask_cfg, _transductive(scorer, conformal_part, stage1, level_model),
-                                         mask_threshold)  # an explicit threshold still wins
-    scores = torch.cat([
-        _ticked(scorer.score(y, batch_ids, mask_threshold=masked_with, stage1=s1, level_model=level_model).score,
-                tick, len(batch_ids))
-        for (y, batch_ids), s1 in zip(conformal_part, stage1, strict=True)
-    ]).detach().double().cpu()
-    _warn_if_few(len(ids), scores.numel(), target_fpr)
-    threshold, certified = conformal_threshold(scores, target_fpr)
+    fitting = needs_fit(mask_cfg, normalise)
+    first: list[Any] = [None] * len(batches)  # StageOutput per batch, None where nothing needs it
+    if fitting or mask_cfg.mode != "none":
+        first = [_ticked(first_pass(scorer, y, batch_ids), tick, len(batch_ids)) for y, batch_ids in batches]
+    level_model, mask_threshold = _fit_part(scorer, batches, first, set(ids))
+    transductive = _transductive(scorer, batches, first, level_model)
+    folds = cross_folds(ids) if fitting else [set(ids)]
+    scores = []
+    for held in folds:
+        others = set(ids) - held or held  # one image alone is its own fit (warned below)
+        fold_level, fold_mask = (level_model, mask_threshold) if not fitting else _fit_part(
+            scorer, batches, first, others)
+        masked_with = resolve_mask_threshold(mask_cfg, transductive, fold_mask)  # an explicit threshold still wins
+        for y, batch_ids, s1 in _subset(batches, first, held):
+            stage1 = s1 if mask_cfg.mode != "none" else None
+            out = scorer.score(y, batch_ids, mask_threshold=masked_with, stage1=stage1, level_model=fold_level)
+            scores.append(_ticked(out.score.detach().double().cpu(), tick, len(batch_ids)))
+    normal = torch.cat(scores)
+    _warn_if_few(len(set(ids)), normal.numel(), target_fpr)
+    threshold, certified = conformal_threshold(normal, target_fpr)
     return Calibration(
         mask_threshold=mask_threshold,
         score_threshold=threshold,
         mask_quantile=mask_cfg.quantile,
         target_fpr=target_fpr,
         n_images=len(set(ids)),
-        score_stats=score_summary(scores),
+        score_stats=score_summary(normal),
         config_hash=config_hash,
         model_digest=model_digest,
         method_hash=method_hash(scorer.prior, scorer.sampler, scorer.map_cfg, scorer.score_cfg, scorer.tiling),
         level_model=level_model,
         certified_fpr=certified,
-        normal_scores=tuple(float(v) for v in scores.sort().values),
-        n_fit=len(fit_ids),
+        normal_scores=tuple(float(v) for v in normal.sort().values),
+        folds=len(folds),
     )
 
 
-def _select(batches: list[tuple[torch.Tensor, list[str]]], keep: set[str]) -> list[tuple[torch.Tensor, list[str]]]:
-    """The rows of each batch whose id is in ``keep`` (batches left empty are dropped)."""
+def _fit_part(scorer: Any, batches: list[tuple[torch.Tensor, list[str]]], first: list[Any],
+              keep: set[str]) -> tuple[LevelModel | None, float | None]:
+    """The level model and the calibrated mask threshold fitted on the images ``keep`` names."""
+    part = _subset(batches, first, keep)
+    if not part or part[0][2] is None:
+        return None, None
+    level_model = fit_level_model(scorer, [(y, i) for y, i, _ in part], [f for _, _, f in part])
+    if scorer.sampler.mask.mode != "calibrated":
+        return level_model, None
+    values = torch.cat([scorer.mask_evidence(f, y, level_model).flatten() for y, _, f in part])
+    return level_model, masking.quantile_threshold(values, scorer.sampler.mask.quantile)
+
+
+def _subset(batches: list[tuple[torch.Tensor, list[str]]], first: list[Any],
+            keep: set[str]) -> list[tuple[torch.Tensor, list[str], Any]]:
+    """(y, ids, first pass) of each batch restricted to the ids in ``keep`` (batches left empty are dropped)."""
     out = []
-    for y, ids in batches:
+    for (y, ids), f in zip(batches, first, strict=True):
         rows = [k for k, i in enumerate(ids) if i in keep]
-        if rows:
-            out.append((y[rows] if len(rows) < len(ids) else y, [ids[k] for k in rows]))
+        if not rows:
+            continue
+        if len(rows) == len(ids):
+            out.append((y, ids, f))
+            continue
+        sub = None if f is None else StageOutput(f.anomaly_map[rows], f.reconstruction[rows])
+        out.append((y[rows], [ids[k] for k in rows], sub))
     return out
 
 
-def _transductive(scorer: Any, batches: list[tuple[torch.Tensor, list[str]]], stage1: list[Any],
+def _transductive(scorer: Any, batches: list[tuple[torch.Tensor, list[str]]], first: list[Any],
                   level_model: LevelModel | None) -> float | None:
     """Mask mode ``transductive``: the official rule's threshold over this set's stage-1 evidence, else None."""
     mask = scorer.sampler.mask
-    if mask.mode != "transductive" or not batches:
+    if mask.mode != "transductive":
         return None
-    evidence = [scorer.mask_evidence(m, y, level_model) for m, (y, _) in zip(stage1, batches, strict=True)
-                if m is not None]
+    evidence = [scorer.mask_evidence(f, y, level_model) for f, (y, _) in zip(first, batches, strict=True)]
     lo, hi = min(float(e.min()) for e in evidence), max(float(e.max()) for e in evidence)
     return masking.transductive_threshold(lo, hi, mask.fraction)
 
 
-def _warn_if_few(n_images: int, n_conformal: int, alpha: float) -> None:
+def _warn_if_few(n_images: int, n_scores: int, alpha: float) -> None:
     """One warning when the held-out normals are too few for thresholds that generalise or certify α."""
     need = normals_needed(alpha)
     if n_images < MIN_CALIBRATION_IMAGES:
         warnings.warn(f"calibrating on {n_images} held-out normal image(s): expected at least "
                       f"{MIN_CALIBRATION_IMAGES} for thresholds that generalise; hold out more normals "
                       "(holdout_fraction) or add normal training images", UserWarning, stacklevel=3)
-    elif n_conformal < need:
-        warnings.warn(f"the image threshold certifies a false-alarm rate of 1/{n_conformal + 1} = "
-                      f"{1 / (n_conformal + 1):.3g}, not the target {alpha:g}: expected at least {need} normal "
-                      f"scores for it, got {n_conformal} (of {n_images} held-out normals); hold out more normals "
-                      "(holdout_fraction) or add normal training images", UserWarning, stacklevel=3)
+    elif n_scores < need:
+        warnings.warn(f"the image threshold certifies a false-alarm rate of 1/{n_scores + 1} = "
+                      f"{1 / (n_scores + 1):.3g}, not the target {alpha:g}: expected at least {need} held-out "
+                      f"normals for it, got {n_scores}; hold out more normals (holdout_fraction) or add normal "
+                      "training images", UserWarning, stacklevel=3)
 
 
 def needs_fit(mask: MaskConfig, normalise: str) -> bool:
@@ -324,26 +293,21 @@ def needs_fit(mask: MaskConfig, normalise: str) -> bool:
     return normalise != "none" or (mask.mode == "calibrated" and mask.threshold is None)
 
 
-def calibration_passes(mask: MaskConfig, normalise: str, image_ids: Sequence[str]) -> int:
-    """Sampling passes :func:`fit_calibration` makes over these held-out images: one per fit image, and per
-    conformal image two with a mask (stage 1, the masked pass) or one with a single stage."""
-    ids = list(image_ids)
-    fit, conformal = split_calibration(ids) if needs_fit(mask, normalise) else (set(), set(ids))
-    return len(fit) + (2 if mask.mode != "none" else 1) * len(conformal)
+def calibration_passes(mask: MaskConfig, normalise: str, n_images: int) -> int:
+    """Sampling passes :func:`fit_calibration` makes over n held-out images: each image's first pass when anything
+    is fitted or masked, then its scoring pass (which reuses stage 1)."""
+    return n_images * (2 if needs_fit(mask, normalise) or mask.mode != "none" else 1)
 
 
-def first_pass(scorer: Any, y: torch.Tensor, image_ids: list[str]) -> Any:
-    """An image's first pass (a StageOutput: raw map and posterior mean): stage 1, or with a single stage its one."""
+def first_pass(scorer: Any, y: torch.Tensor, image_ids: list[str]) -> StageOutput:
+    """An image's first pass (its raw map and posterior mean): stage 1, or with a single stage its one stage."""
     if scorer.sampler.mask.mode != "none":
         return scorer.stage1(y, image_ids)
     return scorer.run_stage(y, image_ids, scorer.sampler.stage2, "stage2")
 
 
-def fit_level_model(
-    scorer: Any,
-    batches: list[tuple[torch.Tensor, list[str]]],
-    first: list[Any],
-) -> LevelModel | None:
+def fit_level_model(scorer: Any, batches: list[tuple[torch.Tensor, list[str]]],
+                    first: list[StageOutput]) -> LevelModel | None:
     """σ̂(y) fitted on normal images (``maps.normalise="acquisition"``), else None.
 
     σᵢ is the median of image i's first map, regressed log-linearly on its acquisition features φ(yᵢ) measured

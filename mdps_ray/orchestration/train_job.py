@@ -194,7 +194,7 @@ def calibrate_on(method_json: dict[str, Any], state: dict[str, torch.Tensor] | l
         nets.append(net.eval().requires_grad_(False))
     device = torch.device("cuda" if use_gpu else "cpu")
     scorer = build_scorer(nets if isinstance(state, list) else nets[0], method, device)
-    total = calibration_passes(method.sampler.mask, method.maps.normalise, [r.image_id for r in holdout])
+    total = calibration_passes(method.sampler.mask, method.maps.normalise, len(holdout))
     desc = f"calibrating on {len(holdout)} held-out images"
     progress: Any = tqdm_ray.tqdm(total=total, desc=desc, unit="pass") if bar == "ray" else \
         progress_bar(total, desc, "pass")

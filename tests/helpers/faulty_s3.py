@@ -25,6 +25,7 @@ class FaultyS3:
         self.upstream = ("127.0.0.1", upstream_port)
         self.mode = "pass"
         self.requests = 0
+        self.refused = 0  # requests answered by the fault (503 or reset) instead of the store
         self._lock = threading.Lock()
         self._conns: list[socket.socket] = []
         self._listener: socket.socket | None = None
@@ -64,6 +65,8 @@ class FaultyS3:
             while data := src.recv(65536):
                 if from_client:
                     self.requests += data.count(b" HTTP/1.1\r\n")
+                    if self.mode in ("503", "reset"):
+                        self.refused += 1
                     if self.mode == "503":
                         src.sendall(SLOW_DOWN)
                         break

@@ -15,6 +15,7 @@ from mdps_ray.cli.commands import main
 from mdps_ray.config.method import MapConfig, MaskConfig, MdpsConfig, TrainConfig
 from mdps_ray.config.overrides import apply_overrides
 from mdps_ray.config.presets import DEFAULT
+from mdps_ray.data.images import load_images
 from mdps_ray.data.records import list_mvtec
 from mdps_ray.data.splits import split_holdout
 from mdps_ray.storage.checkpoints import save_calibration, save_prior
@@ -68,8 +69,18 @@ def test_transductive_mode_runs_two_passes(synthetic_root: Path, tmp_path: Path)
     save_prior(trainer.final_unet(), SMALL, str(tmp_path / "m"))
     cfg = apply_overrides(SMALL, ["sampler.mask.mode=transductive", "sampler.mask.threshold=null"])
     det = Detector.load(str(tmp_path / "m"), config=cfg)
-    ev = evaluate_local(det.scorer, list_mvtec(str(synthetic_root), "test"), 4, torch.device("cpu"))
+    records = list_mvtec(str(synthetic_root), "test")
+    ev = evaluate_local(det.scorer, records, 4, torch.device("cpu"))
     assert 0.0 <= ev.metrics["image_auroc"] <= 1.0
+    # by hand: stage 1 over the whole set, τ = lo + f·(hi − lo) of its evidence, then stage 2 under τ
+    y, ids = load_images([r.uri for r in records], 32), [r.image_id for r in records]
+    s1 = det.scorer.stage1(y, ids)
+    evidence = det.scorer.mask_evidence(s1, y)
+    tau = float(evidence.min()) + cfg.sampler.mask.fraction * float(evidence.max() - evidence.min())
+    assert torch.allclose(ev.scores, det.scorer.score(y, ids, tau, s1).score, atol=1e-5)
+    # the threshold is the set's: the first half alone masks with its own range, and some image scores otherwise
+    half = evaluate_local(det.scorer, records[:5], 4, torch.device("cpu"))
+    assert not torch.allclose(half.scores, ev.scores[:5], atol=1e-5)
 
 
 def test_demo_command_scores_on_ray_and_writes_parquet_metrics_and_report(

@@ -52,13 +52,18 @@ def _score(job: Path, run_id: str, capsys: pytest.CaptureFixture[str]) -> tuple[
 
 
 def _scores(s3, world: dict[str, str], run_id: str) -> dict[str, float]:
+    """Score per image id of a committed run; an image committed twice fails here, not in a dict."""
     rows = read_results(RunPaths(world["out"], run_id), s3.storage_options).to_pylist()
+    ids = [r["image_id"] for r in rows]
+    assert len(ids) == len(set(ids)), f"rows committed twice: {sorted(i for i in set(ids) if ids.count(i) > 1)}"
     return {r["image_id"]: r["score"] for r in rows}
 
 
-def _after_first_part(s3, world: dict[str, str], run_id: str, fault: Any) -> threading.Thread:
-    """Run ``fault()`` (in a thread) once the run has staged its first part (watched past the proxy)."""
+def _after_first_part(s3, world: dict[str, str], run_id: str, fault: Any) -> tuple[threading.Thread, threading.Event]:
+    """Run ``fault()`` (in a thread) once the run has staged its first part (watched past the proxy); the event
+    says that it fired."""
     staging = f"{world['out'].removeprefix('s3://')}/{run_id}/_staging"
+    fired = threading.Event()
 
     def watch() -> None:
         fs = s3.fs()
@@ -66,13 +71,14 @@ def _after_first_part(s3, world: dict[str, str], run_id: str, fault: Any) -> thr
         while time.monotonic() < deadline:
             fs.invalidate_cache()
             if fs.exists(staging) and any("part-" in p for p in fs.ls(staging)):
+                fired.set()
                 fault()
                 return
             time.sleep(0.2)
 
     t = threading.Thread(target=watch, daemon=True)
     t.start()
-    return t
+    return t, fired
 
 
 @pytest.fixture
@@ -87,14 +93,20 @@ def reference(s3, ray_local, world: dict[str, str], tmp_path: Path, capsys: pyte
 def test_a_short_outage_or_throttling_is_absorbed(mode: str, s3, proxy: FaultyS3, world: dict[str, str],
                                                   reference: dict[str, float], tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    after_fault: list[int] = []
+
     def fault() -> None:
         with proxy.fault(mode):
             time.sleep(18)  # past the ≈ 15 s that failed the whole run before retries were configured
+        after_fault.append(proxy.requests)
 
-    watcher = _after_first_part(s3, world, f"absorbed-{mode}", fault)
+    watcher, fired = _after_first_part(s3, world, f"absorbed-{mode}", fault)
     code, err = _score(_job(tmp_path, world, proxy.endpoint), f"absorbed-{mode}", capsys)
     watcher.join(timeout=60)
     assert code == 0, err[-3000:]
+    assert fired.is_set() and after_fault, "the fault never fired: the run finished before its first part was seen"
+    assert proxy.requests > after_fault[0], "nothing reached the store after the fault: it did not span the run"
+    assert mode != "503" or proxy.refused > 0
     assert _scores(s3, world, f"absorbed-{mode}") == pytest.approx(reference, abs=1e-6)
 
 
@@ -103,9 +115,10 @@ def test_an_outage_past_the_retry_budget_fails_in_one_line_and_the_same_command_
         capsys: pytest.CaptureFixture[str]) -> None:
     budget = {"config_kwargs": {"retries": {"mode": "standard", "max_attempts": 2}, "connect_timeout": 2}}
     job = _job(tmp_path, world, proxy.endpoint, **budget)
-    watcher = _after_first_part(s3, world, "outage", proxy.down)
+    watcher, fired = _after_first_part(s3, world, "outage", proxy.down)
     code, err = _score(job, "outage", capsys)
     watcher.join(timeout=60)
+    assert fired.is_set()
     last = err.strip().splitlines()[-1]
     assert code == 3 and last.startswith("mdps: error: storage unavailable after retries:"), err[-3000:]
     assert "rerun the same command to resume" in last

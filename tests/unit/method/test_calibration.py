@@ -10,17 +10,18 @@ import torch
 
 from mdps_ray.config.method import MapConfig, MaskConfig
 from mdps_ray.core.maps import LevelModel
+from mdps_ray.core.masking import quantile_threshold
 from mdps_ray.core.scores import score_summary
 from mdps_ray.method.calibration import (
     Calibration,
     calibration_passes,
-    conformal_threshold,
     fit_calibration,
+    fit_level_model,
     is_anomalous,
-    normals_needed,
     resolve_mask_threshold,
-    split_calibration,
 )
+from mdps_ray.method.conformal import conformal_threshold, cross_folds, normals_needed
+from mdps_ray.method.scorer import StageOutput
 from tests.helpers.models import make_scorer, tiny_sampler
 
 
@@ -46,28 +47,40 @@ def test_the_image_decision_is_strictly_above_the_threshold() -> None:
 IDS8 = [f"img{i}" for i in range(8)]
 
 
-def test_calibration_fits_the_level_and_mask_on_one_part_and_takes_the_threshold_from_the_other(
+def test_calibration_takes_the_threshold_from_cross_fitted_normal_scores(
         tiny_unet: torch.nn.Module, images16: torch.Tensor) -> None:
+    """Each fold is scored with a level model and a mask threshold fitted on the other folds: the threshold is
+    not taken from the images the level and the mask were fitted on."""
     scorer = make_scorer(tiny_unet, tiny_sampler(mask=MaskConfig(mode="calibrated")))
     y = torch.cat([images16, images16.flip(-1)])
     ticks: list[int] = []
     cal = fit_calibration(scorer, [(y[:5], IDS8[:5]), (y[5:], IDS8[5:])], target_fpr=0.25, on_images=ticks.append)
-    fit, conformal = split_calibration(IDS8)
-    assert fit and conformal and not fit & conformal and fit | conformal == set(IDS8)
-    assert cal.n_images == 8 and cal.n_fit == len(fit) and cal.n_conformal == len(conformal)
-    # progress: one pass per fit image (its stage 1), two per conformal image (stage 1, the masked pass)
-    assert sum(ticks) == calibration_passes(scorer.sampler.mask, "acquisition", IDS8) == len(fit) + 2 * len(conformal)
+    folds = cross_folds(IDS8)
+    assert len(folds) == cal.folds == 5 and set().union(*folds) == set(IDS8) and sum(map(len, folds)) == 8
+    assert cal.n_images == cal.n_conformal == 8
+    # progress: stage 1 once per image, then its masked pass
+    assert sum(ticks) == calibration_passes(scorer.sampler.mask, "acquisition", 8) == 16
     assert cal.level_model is not None and cal.level_model.features == "ordinary"
-    rows = [i for i, name in enumerate(IDS8) if name in conformal]
-    again = scorer.score(y[rows], [IDS8[i] for i in rows], mask_threshold=cal.mask_threshold,
-                         level_model=cal.level_model).score.double()
-    # the stored normal scores are the conformal part's, scored as any image is
-    assert torch.allclose(torch.tensor(cal.normal_scores, dtype=torch.float64), again.sort().values, atol=1e-6)
-    assert cal.score_stats == pytest.approx(score_summary(again))
-    # n = 5 conformal scores cannot certify 0.25 (k = ⌈6·0.75⌉ = 5 <= 5 does): threshold = the 5th smallest
-    k = math.ceil((cal.n_conformal + 1) * 0.75)
-    expected = cal.normal_scores[k - 1] if k <= cal.n_conformal else cal.normal_scores[-1]
-    assert cal.score_threshold == expected
+    # by hand: fit on the other folds, score the fold
+    first = scorer.stage1(y, IDS8)
+    expected = []
+    for held in folds:
+        rows = [i for i, name in enumerate(IDS8) if name not in held]
+        part = StageOutput(first.anomaly_map[rows], first.reconstruction[rows])
+        level = fit_level_model(scorer, [(y[rows], [IDS8[i] for i in rows])], [part])
+        tau = quantile_threshold(scorer.mask_evidence(part, y[rows], level), scorer.sampler.mask.quantile)
+        out = [i for i, name in enumerate(IDS8) if name in held]
+        expected.append(scorer.score(y[out], [IDS8[i] for i in out], mask_threshold=tau, level_model=level).score)
+    expected_scores = torch.cat(expected).double().sort().values
+    assert torch.allclose(torch.tensor(cal.normal_scores, dtype=torch.float64), expected_scores, atol=1e-6)
+    assert cal.score_stats == pytest.approx(score_summary(expected_scores))
+    # the stored level model and mask threshold are fitted on all eight
+    everything = fit_level_model(scorer, [(y, IDS8)], [first])
+    assert everything is not None and cal.level_model.beta == pytest.approx(everything.beta, abs=1e-5)
+    assert cal.mask_threshold == pytest.approx(quantile_threshold(scorer.mask_evidence(first, y, everything), 0.995),
+                                               rel=1e-4)
+    # k = ⌈9 · 0.75⌉ = 7 <= 8: the 7th smallest score certifies 0.25
+    assert cal.score_threshold == cal.normal_scores[6] and cal.certified_fpr == 0.25
     assert Calibration.from_json(json.loads(json.dumps(cal.to_json()))) == cal  # the level model survives JSON
     assert set(cal.score_stats) == {"n", "mean", "std", "q50", "q90", "q99"}
 
@@ -122,7 +135,7 @@ def test_an_older_calibration_file_reads_with_the_current_keys() -> None:
     cal["score_stats"] = {"mean": 1.0, "std": 0.5, "q500": 0.9, "q900": 1.5, "q990": 2.0}
     assert Calibration.from_json(cal).score_stats == {"mean": 1.0, "std": 0.5, "q50": 0.9, "q90": 1.5, "q99": 2.0}
     # version 1: the level model as a list, measured over every pixel; no certified rate, no stored scores
-    v1 = {k: v for k, v in cal.items() if k not in ("certified_fpr", "normal_scores", "n_fit")}
+    v1 = {k: v for k, v in cal.items() if k not in ("certified_fpr", "normal_scores", "folds")}
     v1.update(version=1, level_model=[-2.0, 0.5, 0.3, 0.05, 0.4])
     old = Calibration.from_json(v1)
     assert old.level_model == LevelModel((-2.0, 0.5, 0.3), 0.05, 0.4, "observation")
@@ -133,8 +146,8 @@ def test_calibrating_on_too_few_normals_warns(tiny_unet: torch.nn.Module, images
     scorer = make_scorer(tiny_unet, tiny_sampler(mask=MaskConfig(mode="calibrated")))
     with pytest.warns(UserWarning, match="calibrating on 1 held-out normal image"):
         fit_calibration(scorer, [(images16[:1], ["a"])], target_fpr=0.25)
-    with pytest.warns(UserWarning, match=r"certifies a false-alarm rate of 1/\d+ .* not the target 0.01: expected "
-                                         r"at least 99 normal scores"):
+    with pytest.warns(UserWarning, match=r"certifies a false-alarm rate of 1/5 = 0.2, not the target 0.01: expected "
+                                         r"at least 99 held-out normals for it, got 4"):
         cal = fit_calibration(scorer, [(images16, ["a", "b", "c", "d"])], target_fpr=0.01)
     assert cal.certified_fpr == pytest.approx(1 / (cal.n_conformal + 1))
 
@@ -146,11 +159,10 @@ def test_one_stage_calibration_counts_the_passes_it_makes(tiny_unet: torch.nn.Mo
     scorer = make_scorer(tiny_unet, tiny_sampler(mask=MaskConfig(mode="none")), maps)
     ticks: list[int] = []
     cal = fit_calibration(scorer, [(images16, ["a", "b", "c", "d"])], target_fpr=0.25, on_images=ticks.append)
-    assert sum(ticks) == calibration_passes(scorer.sampler.mask, normalise, ["a", "b", "c", "d"]) == 4
+    passes = calibration_passes(scorer.sampler.mask, normalise, 4)
+    assert sum(ticks) == passes == (8 if normalise == "acquisition" else 4)  # the level's first pass, the score's
     assert (cal.level_model is not None) == (normalise == "acquisition") and cal.mask_threshold is None
-    # nothing to fit without a level model: every image gives a conformal score
-    assert (cal.n_fit, cal.n_conformal) == ((0, 4) if normalise == "none" else (cal.n_fit, 4 - cal.n_fit))
-    assert normalise == "none" or 1 <= cal.n_fit <= 3
+    assert cal.n_conformal == 4 and cal.folds == (4 if normalise == "acquisition" else 1)  # nothing to fit: one fold
 
 
 def test_a_transductive_model_calibrates_with_its_calibration_set_as_the_scored_set(
@@ -164,4 +176,5 @@ def test_a_transductive_model_calibrates_with_its_calibration_set_as_the_scored_
     s1 = scorer.stage1(images16, ["a", "b", "c", "d"])
     tau = float(s1.anomaly_map.min()) + 0.5 * float(s1.anomaly_map.max() - s1.anomaly_map.min())
     expected = scorer.score(images16, ["a", "b", "c", "d"], mask_threshold=tau, stage1=s1).score.double()
+    assert cal.folds == 1  # nothing is fitted: every score comes from the one model
     assert torch.allclose(torch.tensor(cal.normal_scores, dtype=torch.float64), expected.sort().values, atol=1e-6)

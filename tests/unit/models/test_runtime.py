@@ -34,7 +34,8 @@ def _scorer(unet: torch.nn.Module, runtime: RuntimeConfig, **sampler: object) ->
 
 def test_channels_last_equals_the_plain_path(tiny_unet: torch.nn.Module) -> None:
     y = torch.rand((3, 3, 16, 16), generator=torch.Generator().manual_seed(3)) * 2 - 1
-    plain = _scorer(tiny_unet, RuntimeConfig()).score(y, IDS)
+    assert RuntimeConfig().channels_last  # the default: the plain path must be asked for
+    plain = _scorer(tiny_unet, RuntimeConfig(channels_last=False)).score(y, IDS)
     fast = _scorer(tiny_unet, RuntimeConfig(channels_last=True)).score(y, IDS)
     assert torch.allclose(plain.anomaly_map, fast.anomaly_map, atol=1e-5)
     assert torch.allclose(plain.score, fast.score, atol=1e-5)
@@ -51,6 +52,17 @@ def test_bf16_casts_the_unet_and_stays_close(tiny_unet: torch.nn.Module) -> None
     rel = (low.anomaly_map - plain.anomaly_map).abs().mean() / plain.anomaly_map.abs().mean()
     assert 0 < rel < 0.1, f"bf16 maps differ from fp32 by {rel:.3f} of their mean"
     assert torch.corrcoef(torch.stack([low.anomaly_map.flatten(), plain.anomaly_map.flatten()]))[0, 1] > 0.95
+
+
+def test_the_channels_last_path_converts_the_unet_and_the_plain_one_does_not() -> None:
+    """The comparison above compares two paths: the weights' memory formats differ."""
+    def conv_weight(channels_last: bool) -> torch.Tensor:
+        u = prepare_unet(build_unet(TINY_PRIOR), torch.device("cpu"), channels_last, False, "fp32")
+        return next(m.weight for m in u.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+
+    assert conv_weight(True).is_contiguous(memory_format=torch.channels_last)
+    assert not conv_weight(True).is_contiguous()
+    assert conv_weight(False).is_contiguous()
 
 
 def test_bf16_weights_and_fp32_eps() -> None:
