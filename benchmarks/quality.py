@@ -36,7 +36,7 @@ from mdps_ray.workflows import Evaluation, calibrate_local, evaluate_local, fina
 
 METRICS = ["image_auroc", "pixel_auroc", "aupro", "f1_max", "ap", "psnr_normal", "ssim_normal", "seconds_per_image"]
 BASELINE = ["baseline_image_auroc", "baseline_pixel_auroc"]
-ALARMS = ["certified_fpr", "fpr_test_normals", "n_conformal"]
+ALARMS = ["certified_fpr", "fpr_bound_90", "fpr_test_normals", "n_conformal"]
 COLUMNS = ["category", "variant", *METRICS, *ALARMS, *BASELINE, "vs_baseline", "what_it_is"]
 
 
@@ -88,6 +88,7 @@ def false_alarms(ev: Evaluation, cal: Calibration) -> dict[str, float]:
     normal = torch.tensor([r.label == 0 for r in ev.records])
     flagged = is_anomalous(ev.scores[normal].double(), cal.score_threshold)
     return {"certified_fpr": float("nan") if cal.certified_fpr is None else cal.certified_fpr,
+            "fpr_bound_90": float("nan") if cal.fpr_bound_90 is None else cal.fpr_bound_90,
             "fpr_test_normals": float(flagged.double().mean()) if bool(normal.any()) else float("nan"),
             "n_conformal": float(cal.n_conformal)}
 

@@ -157,9 +157,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     trained = run_train_job(train_job_config(args))
     rows = [[m.category, m.steps, round(m.seconds), m.final_loss,
              None if m.calibration is None else m.calibration.score_threshold,
-             None if m.calibration is None else m.calibration.certified_fpr, m.model_uri] for m in trained]
-    print(format_table(["category", "steps", "seconds", "final loss", "image threshold", "certified FPR", "model"],
-                       rows))
+             None if m.calibration is None else m.calibration.certified_fpr,
+             None if m.calibration is None else m.calibration.fpr_bound_90, m.model_uri] for m in trained]
+    print(format_table(["category", "steps", "seconds", "final loss", "image threshold", "certified FPR",
+                        "FPR <= (90 %)", "model"], rows))
     print(f"next: `mdps score --model {trained[0].model_uri} --data <images> --out <prefix>`" if trained else
           "no category was trained")
     for m in trained:

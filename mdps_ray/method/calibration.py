@@ -32,7 +32,7 @@ from mdps_ray.config.method import MaskConfig, MdpsConfig, method_hash
 from mdps_ray.core import maps, masking
 from mdps_ray.core.maps import LevelModel
 from mdps_ray.core.scores import score_summary
-from mdps_ray.method.conformal import conformal_threshold, cross_folds, normals_needed
+from mdps_ray.method.conformal import conformal_threshold, cross_folds, fpr_bound, normals_needed
 from mdps_ray.method.scorer import StageOutput
 
 CALIBRATION_VERSION = 2  # 2: certified_fpr, the normal scores, the folds and the level features; 1 still read
@@ -52,7 +52,9 @@ class Calibration:
         n_images: held-out normals used in all.
         score_stats: summary of the cross-fitted normal scores.
         level_model: σ̂(y) (None: raw maps, or an older file without one).
-        certified_fpr: the rate ``score_threshold`` guarantees for an exchangeable normal image (None: older file).
+        certified_fpr: the rate ``score_threshold`` guarantees for an exchangeable normal image, on average over
+            the held-out draw (None: older file).
+        fpr_bound_90: the rate this threshold stays under with 90 % probability over that draw (None: older file).
         normal_scores: the n cross-fitted normal scores, ascending (the p-values' reference; empty: older file).
         folds: how many cross-fitting folds scored them (0: older file).
     """
@@ -68,6 +70,7 @@ class Calibration:
     method_hash: str = ""  # prior/sampler/maps/score the thresholds were fitted with; "" in older files
     level_model: LevelModel | None = None
     certified_fpr: float | None = None
+    fpr_bound_90: float | None = None
     normal_scores: tuple[float, ...] = ()
     folds: int = 0
 
@@ -229,6 +232,7 @@ def fit_calibration(
         method_hash=method_hash(scorer.prior, scorer.sampler, scorer.map_cfg, scorer.score_cfg, scorer.tiling),
         level_model=level_model,
         certified_fpr=certified,
+        fpr_bound_90=fpr_bound(normal.numel(), target_fpr, 0.9),
         normal_scores=tuple(float(v) for v in normal.sort().values),
         folds=len(folds),
     )

@@ -5,6 +5,9 @@ hash-chosen folds that cross-fit them.
 
 For a normal image exchangeable with the n, P(s > s₍ₖ₎) ≤ 1 − k/(n + 1) ≤ α (Vovk et al.; Angelopoulos & Bates,
 "A Gentle Introduction to Conformal Prediction", §1). With n < ⌈1/α⌉ − 1 no order statistic certifies α.
+That rate holds on average over which normals were held out; the rate of one threshold is itself random,
+Beta(n + 1 − k, k)-distributed for continuous scores (ibid., §3.2), so :func:`fpr_bound` gives the rate a
+threshold stays under with a stated confidence.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+from scipy import stats
 
 FOLDS = 5  # cross-fitting folds of the held-out normals (fewer images: one fold each)
 
@@ -38,6 +42,15 @@ def conformal_threshold(scores: torch.Tensor, alpha: float) -> tuple[float, floa
     if k <= n:
         return float(s[k - 1]), alpha
     return float(s[-1]), 1.0 / (n + 1)
+
+
+def fpr_bound(n: int, alpha: float, confidence: float = 0.9) -> float:
+    """The false-alarm rate that the threshold of :func:`conformal_threshold` (n scores, target α) stays under
+    with probability ``confidence`` over the held-out draw: the ``confidence`` quantile of Beta(n + 1 − k, k)."""
+    if n < 1:
+        raise ValueError(f"expected at least one normal score, got {n}")
+    k = min(n, math.ceil((n + 1) * (1.0 - alpha) - 1e-9))
+    return float(stats.beta.ppf(confidence, n + 1 - k, k))
 
 
 def normals_needed(alpha: float) -> int:

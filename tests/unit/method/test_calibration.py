@@ -20,7 +20,7 @@ from mdps_ray.method.calibration import (
     is_anomalous,
     resolve_mask_threshold,
 )
-from mdps_ray.method.conformal import conformal_threshold, cross_folds, normals_needed
+from mdps_ray.method.conformal import conformal_threshold, cross_folds, fpr_bound, normals_needed
 from mdps_ray.method.scorer import StageOutput
 from tests.helpers.models import make_scorer, tiny_sampler
 
@@ -98,6 +98,18 @@ def test_the_conformal_threshold_is_the_order_statistic_that_certifies_alpha(
     threshold, rate = conformal_threshold(scores, alpha)
     assert threshold == float(k) and rate == pytest.approx(certified)
     assert normals_needed(alpha) == {0.1: 9, 0.01: 99, 0.05: 19}[alpha]
+
+
+@pytest.mark.parametrize(("n", "alpha"), [(12, 0.01), (40, 0.05), (200, 0.01)])
+def test_the_90_percent_bound_holds_for_nine_in_ten_held_out_draws(n: int, alpha: float) -> None:
+    """The rate of one threshold is random: bottle's 12 normals certify 1/13 on average, yet one draw can flag
+    a quarter of the test normals. fpr_bound(0.9) is exceeded by the true rate in about 10 % of draws."""
+    g = torch.Generator().manual_seed(1)
+    draws = torch.rand((4000, n), generator=g, dtype=torch.float64)  # uniform scores: the true rate is 1 − t
+    rates = torch.tensor([1.0 - conformal_threshold(d, alpha)[0] for d in draws])
+    bound = fpr_bound(n, alpha, 0.9)
+    assert float((rates > bound).double().mean()) == pytest.approx(0.1, abs=0.02)
+    assert float(rates.mean()) <= conformal_threshold(draws[0], alpha)[1] + 0.01  # and on average: certified
 
 
 @pytest.mark.parametrize(("n", "alpha"), [(5, 0.01), (19, 0.1), (40, 0.05)])
