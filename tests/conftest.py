@@ -17,6 +17,16 @@ from tests.helpers.models import CONFIG, SHARED_DATASETS, TINY_PRIOR, make_score
 torch.set_num_threads(2)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` are skipped, with the reason, where torch sees no CUDA device (CI, these machines)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device: torch sees none on this machine")
+    for item in items:
+        if item.get_closest_marker("gpu"):
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def tiny_unet() -> torch.nn.Module:
     torch.manual_seed(0)

@@ -35,6 +35,8 @@ def test_the_gpu_script_dry_run_prints_every_row_within_its_tolerance() -> None:
     ours, ref = map(float, re.findall(r"ours ([\d.]+) GFLOP, reference ([\d.]+) GFLOP", out)[0])
     assert ref > ours  # the reference's redundant no-grad forward is counted as its own FLOPs
     assert out.strip().splitlines()[-1].startswith("speedup: ")
+    assert re.search(r"^calibrate: device=cpu seconds=[\d.]+ certified_fpr=[\d.]+ level_features=ordinary ok$", out,
+                     re.M)  # the device's calibration check runs first
 
 
 def test_the_gpu_script_names_its_modes_and_its_missing_wheels(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ def test_configs_are_frozen_and_hash_stably() -> None:
     cfg = MdpsConfig()
     with pytest.raises(Exception, match="frozen"):
         cfg.prior.image_size = 32  # type: ignore[misc]
-    assert cfg.digest() == MdpsConfig().digest()
+    assert cfg.digest() == "a2508046dfda213a"  # pinned: a change re-scores every committed row of the default
     assert cfg.digest() != apply_overrides(cfg, ["sampler.seed=1"]).digest()
 
 

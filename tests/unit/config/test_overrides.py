@@ -22,8 +22,20 @@ def _config_show(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-def test_the_default_preset_is_the_field_defaults() -> None:
-    assert preset("default") == MdpsConfig()
+def test_the_default_is_the_method_the_readme_describes() -> None:
+    """README's table of the default against the official code, key by key (the preset is the field defaults)."""
+    d = preset("default")
+    assert d is not None and d.model_dump() == MdpsConfig().model_dump()
+    assert (d.prior.image_size, d.prior.block_out_channels, any(d.prior.attention_levels)) == (64, (16, 32, 64), False)
+    assert (d.train.t_min, d.train.t_max, d.train.loss_reduction, d.train.lr, d.train.weight_decay,
+            d.train.batch_size, d.train.ema_decay) == (0, 300, "mean", 1e-3, 0.0, 16, 0.999)
+    assert (d.sampler.alignment, d.sampler.guidance_norm, d.sampler.masked_sampler) == ("aligned", "per_image",
+                                                                                     "eps_mix")
+    assert (d.sampler.stage1.start_step, d.sampler.stage2.rho, d.sampler.stage2.n_samples) == (200, 30.0, 2)
+    assert (d.sampler.mask.mode, d.sampler.mask.quantile) == ("calibrated", 0.995)
+    assert (d.maps.backbone, d.maps.blur_sigma, d.maps.scale, d.maps.crop) == ("none", 1.0, 0.5, None)
+    assert (d.maps.stage1_weight, d.maps.normalise) == (0.1, "acquisition")
+    assert (d.score.method, d.score.fraction) == ("mean_topk", 0.01)
 
 
 def test_published_schema_defaults_are_the_default_preset() -> None:
