@@ -127,6 +127,28 @@ def test_mixed_sizes_are_resized_with_a_counted_warning(synthetic_root: Path, tm
         _check_images(list_mvtec(str(root), "train"), {}, str(root))
 
 
+def test_a_storage_error_in_the_image_check_is_the_stores_not_an_unreadable_image(
+        synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every exception counted as an unreadable image: a store that refused became "expected readable training
+    images, got none". A broken image is still skipped with a count; a refusal propagates as itself."""
+    from mdps_ray.data.records import list_mvtec
+    from mdps_ray.orchestration import train_job
+
+    root = tmp_path / "broken"
+    shutil.copytree(synthetic_root, root)
+    (root / "train" / "good" / "zz_broken.png").write_bytes(b"not a png")
+    records = list_mvtec(str(root), "train")
+    with pytest.warns(UserWarning, match="1 unreadable training images"):
+        assert len(train_job._check_images(records, {}, str(root))) == len(records) - 1
+
+    def refused(uri: str, so: object) -> bytes:
+        raise ConnectionRefusedError(f"store unreachable reading {uri}")
+
+    monkeypatch.setattr(train_job, "read_bytes", refused)
+    with pytest.raises(ConnectionRefusedError, match="store unreachable"):
+        train_job._check_images(records, {}, str(root))
+
+
 def test_max_minutes_counts_from_the_command_start_and_calibration_shows_progress(
         ray_local, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # 1.2 s of budget is spent before the first step (listing, checks, the Ray Train worker group start):

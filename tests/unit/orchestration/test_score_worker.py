@@ -14,6 +14,7 @@ from mdps_ray.data.decode import decode_batch
 from mdps_ray.data.manifest import build_manifest
 from mdps_ray.data.records import list_mvtec
 from mdps_ray.orchestration.score_worker import ScoringWorker
+from mdps_ray.storage.checkpoints import load_calibration
 from mdps_ray.storage.maps import read_map, read_recon, split_member
 from mdps_ray.storage.results import RESULT_SCHEMA
 from mdps_ray.storage.runs import RunPaths, staged_rows
@@ -44,8 +45,14 @@ def test_a_batch_stages_one_row_per_image_with_maps(tiny_model: Path, synthetic_
     assert staged.schema.remove_metadata().equals(RESULT_SCHEMA.remove_metadata())
     rows = staged.to_pylist()
     assert sorted(r["image_id"] for r in rows) == sorted(batch["image_id"])
+    cal = load_calibration(str(tiny_model))
+    assert cal is not None and cal.normal_scores
     for r in rows:
         assert read_map(r).shape == (SIZE, SIZE) and r["is_anomalous"] is not None and r["model_digest"]
+        # the conformal p-value against the stored normal scores, and the decision agrees with it
+        expected = (1 + sum(s >= r["score"] for s in cal.normal_scores)) / (len(cal.normal_scores) + 1)
+        assert r["p_value"] == pytest.approx(expected)
+        assert r["is_anomalous"] == (r["score"] > cal.score_threshold)
         assert read_recon(r["map_uri"], "", {}).size == (SIZE, SIZE)
     [part] = list((tmp_path / "r" / "_staging").glob("part-*.parquet"))
     assert pq.read_table(part).num_rows == len(rows)
