@@ -27,7 +27,9 @@ from typing import Any
 from fsspec.implementations.local import LocalFileSystem
 
 from mdps_ray.storage.runs import RunPaths
-from mdps_ray.storage.uris import exists, filesystem, fresh, join, read_json, remove, write_json
+from mdps_ray.storage.uris import exists, filesystem, fresh, join, read_json, remove_children, write_json
+
+LOCK_NAME = "_LOCK"
 
 
 class RunClaimError(ValueError):
@@ -38,13 +40,14 @@ def check_identity(paths: RunPaths, identity: dict[str, Any], storage_options: d
                    restart: bool = False) -> None:
     """Record ``identity`` for a new run, or refuse a resume whose identity differs.
 
-    ``restart`` discards what an earlier attempt staged (and its manifest) and starts the run again.
+    ``restart`` discards everything an earlier attempt left under the run (staged parts, the manifest, and what
+    a kill past the commit left: results/, errors/, maps, metrics.json, run.json), all but the lease this
+    writer holds, and starts the run again: nothing of the discarded attempt survives into the new one.
     """
     so = storage_options
     uri = join(paths.staging, "identity.json")
     if restart:
-        remove(paths.staging, so)
-        remove(paths.manifest, so)
+        remove_children(paths.root, {LOCK_NAME}, so)
     elif exists(uri, so):
         recorded = read_json(uri, so)
         differ = {k: (recorded.get(k), v) for k, v in identity.items() if recorded.get(k) != v}
@@ -156,7 +159,7 @@ def _owner() -> dict[str, Any]:
 
 def acquire(paths: RunPaths, storage_options: dict[str, Any] | None, ttl: float = 120.0) -> Lease:
     """Take the run's lease, taking over one whose heartbeat is older than ``ttl`` s; refuse a live one."""
-    uri = join(paths.root, "_LOCK")
+    uri = join(paths.root, LOCK_NAME)
     owner = _owner()
     for _ in range(2):
         if _create_exclusive(uri, json.dumps(owner).encode(), storage_options):

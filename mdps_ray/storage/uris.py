@@ -128,6 +128,21 @@ def remove(uri: str, storage_options: dict[str, Any] | None = None) -> None:
         fs.rm(path, recursive=True)
 
 
+def remove_children(uri: str, keep: set[str], storage_options: dict[str, Any] | None = None) -> list[str]:
+    """Delete every entry directly below the folder ``uri`` (and all below it) whose name is not in ``keep``;
+    returns the names deleted (none when the folder is absent)."""
+    fs, path = fresh(uri, storage_options)
+    if not fs.exists(path):
+        return []
+    gone = []
+    for entry in fs.ls(path, detail=False):
+        name = str(entry).rstrip("/").rsplit("/", 1)[-1]
+        if name not in keep:
+            fs.rm(entry, recursive=True)
+            gone.append(name)
+    return sorted(gone)
+
+
 def list_files(uri: str, suffix: str, storage_options: dict[str, Any] | None = None) -> list[str]:
     """URIs of the files below ``uri`` ending with ``suffix`` (sorted; none if absent)."""
     fs, path = fresh(uri, storage_options)

@@ -91,3 +91,27 @@ def test_a_kill_after_each_driver_phase_resumes_to_the_uninterrupted_run(tiny_mo
         assert resumed.returncode == 0, (phase, resumed.stderr[-2000:])
         assert scores(out) == pytest.approx(scores(tmp_path / "reference"), abs=1e-6), phase
         assert (out / "r" / "metrics.json").read_text() == (tmp_path / "reference" / "r" / "metrics.json").read_text()
+
+
+@pytest.mark.parametrize("phase", ["manifest", "committed", "reduced"])
+def test_restart_after_a_kill_keeps_nothing_of_the_discarded_attempt(phase: str, tiny_model: Path,
+                                                                     synthetic_root: Path, tmp_path: Path) -> None:
+    """Killed past the commit and restarted with 3 images, a run held 23 rows (20 stale) while run.json said 3."""
+    killed = _score(tiny_model, synthetic_root, tmp_path, "--set", "batch_size=8",
+                    env={ENV: json.dumps({"kill_driver_at": phase})})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    few = tmp_path / "few"
+    few.mkdir()
+    for src in sorted((synthetic_root / "test").rglob("*.png"))[:3]:
+        (few / f"{src.parent.name}_{src.name}").write_bytes(src.read_bytes())
+    restarted = _score(tiny_model, few, tmp_path, "--restart")
+    assert restarted.returncode == 0, restarted.stderr[-2000:]
+    run = tmp_path / "r"
+    rows = pq.read_table(run / "results").to_pylist()
+    assert sorted(r["uri"].rsplit("/", 1)[-1] for r in rows) == sorted(p.name for p in few.iterdir())
+    record = json.loads((run / "run.json").read_text())
+    assert record["counts"]["rows"] == 3 and json.loads((run / "metrics.json").read_text())["overall"]["n_images"] == 3
+    chunks = list((run / "maps").glob("*.npz"))
+    named = {r["map_uri"].split("#")[0].rsplit("/", 1)[-1] for r in rows}
+    assert {c.name for c in chunks} == named  # no map object of the discarded attempt is left
+    assert not (run / "_LOCK").exists() and not (run / "_staging").exists()
