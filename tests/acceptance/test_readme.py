@@ -9,6 +9,7 @@ flags that keep a test's Ray cluster to itself on a shared machine. Nothing else
 from __future__ import annotations
 
 import io
+import json
 import re
 import shutil
 from collections.abc import Iterator
@@ -59,12 +60,15 @@ def test_every_readme_command_belongs_to_a_walked_scenario() -> None:
 
 @needs_bottle
 def test_a_new_user_walks_the_local_path(checkout: Path, tmp_path: Path) -> None:
-    env = user_env(tmp_path / "home", DEMO_ARGS="--max-steps 30")
+    # the demo as README runs it: its 300 steps (at 30 its image AUROC was 0.26, and the check accepted that)
+    env = user_env(tmp_path / "home")
     demo = [c for c in block_with("make demo").commands() if c.split("#")[0].strip() not in EXCLUDED]
     out = _walk(demo, checkout, env)
-    assert len(list((checkout / "demo-out" / "scores").glob("*/report.html"))) == 1
+    [report] = list((checkout / "demo-out" / "scores").glob("*/report.html"))
     [check] = [line for line in out.splitlines() if line.startswith("demo check: image AUROC")]
-    assert ">= 0.9" in check or "30 training steps is fewer than the demo's 300" in check, check
+    assert ">= 0.9" in check, check
+    auroc = json.loads((report.parent / "metrics.json").read_text())["overall"]["image_auroc"]
+    assert f"image AUROC {auroc:.3f}" in check and auroc >= 0.9
 
     subs = {"--max-minutes 10": "--max-minutes 10 --max-steps 20",  # CI minutes; the steps, not the clock, bound it
             "<run_id>": "$(ls runs/scores | grep -v '^_')"}  # what a user fills in from `mdps score`'s last line
