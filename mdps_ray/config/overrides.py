@@ -10,6 +10,7 @@ names; values keep their types (a YAML ``null`` is None, never the text "None").
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -39,7 +40,10 @@ def parse_item(item: str) -> tuple[str, Any]:
     """``"a.b=v"`` → ``("a.b", parsed v)``; a malformed item is a one-line error."""
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"expected an override like sampler.stage2.rho=30, got {item!r}")
+        lead = re.match(r"[\w.\-]*", item.strip())
+        shown = f"{lead[0]!r} and more (not shown: it may hold a secret)" if lead and lead[0] != item.strip() else \
+            repr(item)
+        raise ConfigError(f"expected an override like sampler.stage2.rho=30 (KEY=VALUE), got {shown}")
     return key.strip(), parse_value(raw)
 
 

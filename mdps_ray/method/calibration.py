@@ -82,6 +82,14 @@ class Calibration:
                 raise ValueError(f"expected a finite number for {name}, got {value!r}")
         if not 0.0 < self.target_fpr < 1.0:
             raise ValueError(f"expected 0 < target_fpr < 1, got {self.target_fpr}")
+        if self.normal_scores and not self.normal_scores[0] <= self.score_threshold <= self.normal_scores[-1]:
+            lo, hi = self.normal_scores[0], self.normal_scores[-1]
+            raise ValueError(f"expected score_threshold within the normal scores it was taken from "
+                             f"[{lo:.6g}, {hi:.6g}], got {self.score_threshold!r}")
+        median = self.score_stats.get("q50")
+        if not self.normal_scores and median is not None and self.score_threshold < median:
+            raise ValueError(f"expected score_threshold at or above the median normal score {median:.6g} (a lower "
+                             f"one flags most normal images), got {self.score_threshold!r}")
         if self.level_model is not None and not all(
                 math.isfinite(v) for v in (*self.level_model.beta, self.level_model.lo, self.level_model.hi)):
             raise ValueError(f"expected finite level_model coefficients, got {self.level_model}")

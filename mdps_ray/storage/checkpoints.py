@@ -144,4 +144,13 @@ def load_calibration(model_uri: str, storage_options: dict[str, Any] | None = No
     fs, path = filesystem(model_uri, storage_options)
     if not fs.exists(f"{path.rstrip('/')}/calibration.json"):
         return None
-    return Calibration.from_json(json.loads(read_bytes(join(model_uri, "calibration.json"), storage_options)))
+    uri = join(model_uri, "calibration.json")
+    try:
+        data = json.loads(read_bytes(uri, storage_options))
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got a {type(data).__name__}")
+        return Calibration.from_json(data)
+    except (ValueError, TypeError, KeyError) as err:  # JSON syntax, a bad value, an unknown or missing key
+        what = str(err).replace("Calibration.__init__() ", "") or type(err).__name__
+        raise CheckpointError(f"expected a valid {uri}, got: {what}; recalibrate with `mdps calibrate --model "
+                              f"{model_uri} --data <its normal images>`") from None

@@ -11,7 +11,7 @@ import yaml
 
 from mdps_ray.cli.commands import build_parser, score_job_config, train_job_config
 from mdps_ray.cli.schemas import render_schemas
-from mdps_ray.config.method import MdpsConfig, upgrade_stored
+from mdps_ray.config.method import ConfigError, MdpsConfig, upgrade_stored
 from mdps_ray.config.overrides import METHOD_SECTIONS, apply_overrides, as_patch, parse_value, split_overrides
 from mdps_ray.config.presets import preset
 
@@ -129,3 +129,13 @@ def test_every_method_section_is_a_method_key_for_the_job_commands() -> None:
     assert {key.split(".")[0] for key in MdpsConfig().model_dump()} == set(METHOD_SECTIONS)
     args = build_parser().parse_args(["train", "--data", "d", "--out", "o", "--set", "tiling.enabled=true"])
     assert train_job_config(args).method == {"tiling": {"enabled": True}}
+
+
+@pytest.mark.parametrize("item", ["storage_options.secret:hunter2-s3cr3t", "storage_options.key hunter2-s3cr3t",
+                                  "token:hunter2-s3cr3t"])
+def test_a_malformed_item_is_refused_without_echoing_its_value(item: str) -> None:
+    """A colon typed for '=' once echoed the whole item, secret included, to stderr."""
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(MdpsConfig(), [item])
+    assert "hunter2" not in str(err.value) and "KEY=VALUE" in str(err.value)
+    assert item.split(":")[0].split(" ")[0] in str(err.value)  # the key part still says which item

@@ -143,7 +143,7 @@ def test_a_threshold_that_is_not_a_finite_number_is_refused_naming_it(bad: objec
 
 
 def test_an_older_calibration_file_reads_with_the_current_keys() -> None:
-    cal = Calibration(0.1, 0.2, 0.995, 0.01, 4, {"mean": 1.0, "std": 0.5, "q50": 1.0}).to_json()
+    cal = Calibration(0.1, 2.0, 0.995, 0.01, 4, {"mean": 1.0, "std": 0.5, "q50": 1.0}).to_json()
     cal["score_stats"] = {"mean": 1.0, "std": 0.5, "q500": 0.9, "q900": 1.5, "q990": 2.0}
     assert Calibration.from_json(cal).score_stats == {"mean": 1.0, "std": 0.5, "q50": 0.9, "q90": 1.5, "q99": 2.0}
     # version 1: the level model as a list, measured over every pixel; no certified rate, no stored scores

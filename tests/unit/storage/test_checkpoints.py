@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import fsspec
@@ -88,3 +89,42 @@ def test_resume_takes_the_newest_complete_checkpoint(tmp_path: Path) -> None:
     (tmp_path / "checkpoint_000008" / "state.json").write_text('{"step": 8, "fil')  # a torn marker
     assert newest_complete(str(tmp_path)) == (4, str(tmp_path / "checkpoint_000004"))
     assert newest_complete(str(tmp_path / "none")) is None
+
+
+@pytest.mark.parametrize(("edit", "named"), [
+    ({"score_threshold": float("nan")}, "score_threshold"),
+    ({"score_threshold": "0.3"}, "score_threshold"),
+    ({"score_threshold": -1e9}, "within the normal scores"),
+    ({"score_threshold": 1e9}, "within the normal scores"),
+    ({"level_model": {"beta": [float("nan"), 0.0, 0.0], "lo": 0.1, "hi": 1.0}}, "level_model"),
+    ({"surprise": 1}, "surprise"),
+    ({"version": 7}, "version"),
+])
+def test_a_damaged_calibration_is_refused_in_one_line_naming_the_file(edit: dict, named: str,
+                                                                      tmp_path: Path) -> None:
+    """A NaN threshold flagged nothing and −1e9 everything, both silently; text and unknown keys were tracebacks."""
+    from mdps_ray.method.calibration import Calibration
+    from mdps_ray.storage.checkpoints import CheckpointError, load_calibration, save_calibration
+
+    good = Calibration(0.1, 0.5, 0.995, 0.1, 9, normal_scores=(0.1, 0.2, 0.3, 0.4, 0.5), certified_fpr=0.1)
+    save_calibration(good, str(tmp_path))
+    assert load_calibration(str(tmp_path)) == good
+    data = json.loads((tmp_path / "calibration.json").read_text())
+    (tmp_path / "calibration.json").write_text(json.dumps({**data, **edit}))
+    with pytest.raises(CheckpointError) as err:
+        load_calibration(str(tmp_path))
+    line = str(err.value)
+    assert "calibration.json" in line and named in line and "mdps calibrate" in line and "\n" not in line
+
+
+def test_an_older_calibration_below_its_median_normal_score_is_refused(tmp_path: Path) -> None:
+    from mdps_ray.method.calibration import Calibration
+    from mdps_ray.storage.checkpoints import CheckpointError, load_calibration
+
+    old = {"version": 1, "mask_threshold": 0.1, "score_threshold": -1e9, "mask_quantile": 0.995, "target_fpr": 0.01,
+           "n_images": 9, "score_stats": {"n": 9, "q50": 0.2, "q99": 0.5}}
+    (tmp_path / "calibration.json").write_text(json.dumps(old))
+    with pytest.raises(CheckpointError, match="at or above the median normal score"):
+        load_calibration(str(tmp_path))
+    (tmp_path / "calibration.json").write_text(json.dumps({**old, "score_threshold": 0.5}))
+    assert isinstance(load_calibration(str(tmp_path)), Calibration)
