@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -110,7 +111,8 @@ def staged_rows(paths: RunPaths, storage_options: dict[str, Any] | None = None,
     """All staged rows of a run (all columns, or ``columns`` with image_id and status among them), one per
     image id (a retried batch may have written a part twice)."""
     uris = list_files(paths.staging, ".parquet", storage_options)
-    groups = [_read_group(uris[g:g + GROUP], storage_options, columns) for g in range(0, len(uris), GROUP)]
+    groups = [_read_healing(paths, uris[g:g + GROUP], storage_options, columns) for g in range(0, len(uris), GROUP)]
+    groups = [t for t in groups if t is not None]
     if not groups:
         empty = RESULT_SCHEMA.empty_table()
         return empty.select(columns) if columns else empty
@@ -118,6 +120,38 @@ def staged_rows(paths: RunPaths, storage_options: dict[str, Any] | None = None,
     if columns is None:
         check_schema(table)
     return dedup(table)
+
+
+def _read_healing(paths: RunPaths, uris: list[str], storage_options: dict[str, Any] | None,
+                  columns: list[str] | None) -> pa.Table | None:
+    """:func:`_read_group`, except that a part that is not readable Parquet (torn by another copy, a bad sync) is
+    moved aside to ``_quarantine/`` with a one-line warning, so its images are scored again by this attempt; None
+    when no part of the group could be read."""
+    try:
+        return _read_group(uris, storage_options, columns)
+    except pa.ArrowInvalid:
+        pass
+    good = []
+    for uri in uris:
+        try:
+            good.append(_read_group([uri], storage_options, columns))
+        except pa.ArrowInvalid as err:
+            quarantine(paths, uri, str(err).splitlines()[0], storage_options)
+    return pa.concat_tables(good) if good else None
+
+
+def quarantine(paths: RunPaths, uri: str, reason: str, storage_options: dict[str, Any] | None = None) -> str:
+    """Move a staged part that cannot be read to ``<run>/_quarantine/<name>.bad`` (out of every listing of
+    parts) and say so in one line; returns where it went."""
+    name = uri.rstrip("/").rsplit("/", 1)[-1]
+    target = join(paths.root, "_quarantine", f"{name}.bad")
+    fs, src = fresh(uri, storage_options)
+    _, dst = fresh(target, storage_options)
+    fs.makedirs(dst.rsplit("/", 1)[0], exist_ok=True)
+    fs.mv(src, dst)
+    print(f"mdps: warning: staged part {name} of run {paths.run_id} could not be read ({reason}); moved to "
+          f"{target}, its images are scored again", file=sys.stderr, flush=True)
+    return target
 
 
 def _read_group(uris: list[str], storage_options: dict[str, Any] | None, columns: list[str] | None) -> pa.Table:

@@ -115,3 +115,24 @@ def test_restart_after_a_kill_keeps_nothing_of_the_discarded_attempt(phase: str,
     named = {r["map_uri"].split("#")[0].rsplit("/", 1)[-1] for r in rows}
     assert {c.name for c in chunks} == named  # no map object of the discarded attempt is left
     assert not (run / "_LOCK").exists() and not (run / "_staging").exists()
+
+
+def test_a_damaged_staged_part_is_quarantined_and_its_images_scored_again(tiny_model: Path, synthetic_root: Path,
+                                                                          tmp_path: Path) -> None:
+    """A part torn by something else failed every rerun ("Parquet magic bytes not found") until found by hand."""
+    first = _score(tiny_model, synthetic_root, tmp_path, env={ENV: json.dumps({"kill_driver_after_batches": 2})})
+    assert first.returncode == -9, first.stderr[-2000:]
+    parts = sorted((tmp_path / "r" / "_staging").glob("part-*.parquet"))
+    assert parts
+    torn = parts[0]
+    torn_ids = pq.read_table(torn).column("image_id").to_pylist()
+    torn.write_bytes(torn.read_bytes()[: len(torn.read_bytes()) // 2])  # a torn copy
+    resumed = _score(tiny_model, synthetic_root, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    warning = [line for line in resumed.stderr.splitlines() if "could not be read" in line]
+    assert len(warning) == 1 and torn.name in warning[0] and "scored again" in warning[0], resumed.stderr[-2000:]
+    assert (tmp_path / "r" / "_quarantine" / f"{torn.name}.bad").exists()
+    rows = pq.read_table(tmp_path / "r" / "results").to_pylist()
+    ids = [r["image_id"] for r in rows]
+    assert sorted(ids) == sorted(r.image_id for r in list_mvtec(str(synthetic_root), "test"))  # each once
+    assert set(torn_ids) <= set(ids) and {r["status"] for r in rows} == {"ok"}
