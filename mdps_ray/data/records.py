@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -110,22 +111,52 @@ def _files(fs: Any, folder: str, recursive: bool) -> dict[str, Stat]:
         entries = fs.find(folder, detail=True) if recursive else {e["name"]: e for e in fs.ls(folder, detail=True)}
         return {p: Stat.of(e) for p, e in entries.items() if e.get("type") != "directory"}
     out: dict[str, Stat] = {}
+    seen = {_dir_key(folder)}  # (device, inode) of every folder walked: a link back to one is a loop
+    skipped: Counter[str] = Counter()
     stack = [folder]
     while stack:
-        with os.scandir(stack.pop()) as it:
-            for e in it:
-                if e.is_dir(follow_symlinks=True):
-                    if recursive:
-                        stack.append(e.path)
-                    continue
-                try:
-                    st = e.stat(follow_symlinks=True)
-                except FileNotFoundError:  # a dangling link: listed, then an error row when read
-                    out[e.path] = Stat(0, "", "", "other")
-                    continue
-                kind = "file" if stat.S_ISREG(st.st_mode) else "other"
-                out[e.path] = Stat(st.st_size, "", str(st.st_mtime), kind)
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:  # a folder that cannot be read (permissions, gone since it was listed)
+            skipped["unreadable folders"] += 1
+            continue
+        for e in entries:
+            try:
+                is_dir = e.is_dir(follow_symlinks=True)
+            except OSError:  # ELOOP: a link to itself
+                skipped["links that loop"] += 1
+                continue
+            if is_dir:
+                key = _dir_key(e.path)
+                if key is None or key in seen:
+                    skipped["links that loop" if key is not None else "unreadable folders"] += 1
+                elif recursive:
+                    seen.add(key)
+                    stack.append(e.path)
+                continue
+            try:
+                st = e.stat(follow_symlinks=True)
+            except FileNotFoundError:  # a dangling link: listed, then an error row when read
+                out[e.path] = Stat(0, "", "", "other")
+                continue
+            except OSError:
+                skipped["links that loop"] += 1
+                continue
+            kind = "file" if stat.S_ISREG(st.st_mode) else "other"
+            out[e.path] = Stat(st.st_size, "", str(st.st_mtime), kind)
+    if skipped:
+        counts = ", ".join(f"{n} {what}" for what, n in sorted(skipped.items()))
+        warnings.warn(f"listing {folder}: skipped {counts}", UserWarning, stacklevel=2)
     return out
+
+
+def _dir_key(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the folder a path leads to, or None when it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _mask_index(fs: Any, folder: str) -> dict[str, str]:
