@@ -89,8 +89,16 @@ def read_model_meta(uri: str, storage_options: dict[str, Any] | None = None) -> 
                 if exists(join(inner, "mdps.json"), storage_options) else
                 "give <out>/model of `mdps train` (or <out>/<category>/model with --categories)")
         raise CheckpointError(f"expected a model directory with mdps.json at {uri}, found none; {hint}") from None
-    meta = json.loads(raw)
-    config = validate(MdpsConfig, upgrade_stored(meta["config"]), source=f"{uri}/mdps.json")
+    try:
+        meta = json.loads(raw)
+        stored = meta["config"]
+        if not isinstance(meta.get("weights_digest"), str):
+            raise KeyError("weights_digest")
+    except (ValueError, KeyError, TypeError) as err:
+        what = f"no key {err}" if isinstance(err, KeyError) else str(err).splitlines()[0]
+        raise CheckpointError(f"expected a readable {uri}/mdps.json, got: {what}; re-copy the model or retrain it") \
+            from None
+    config = validate(MdpsConfig, upgrade_stored(stored), source=f"{uri}/mdps.json")
     for folder in prior_dirs(config):  # here: the driver finds a model without weights, not an actor
         check_weights(uri, storage_options, folder)
     return meta, config
@@ -120,6 +128,22 @@ def _read_unet(uri: str, folder: str, storage_options: dict[str, Any] | None) ->
     return unet.eval().requires_grad_(False)
 
 
+def validate_model(uri: str, storage_options: dict[str, Any] | None = None) -> LoadedPrior:
+    """:func:`load_prior`, with every way a model directory can be damaged (truncated or replaced weights, a
+    digest that does not match ``weights_digest``, a missing ``config.json``, a damaged calibration) turned into one
+    :class:`CheckpointError` naming the model and what to do. The driver calls it before anything runs."""
+    try:
+        return load_prior(uri, storage_options)
+    except CheckpointError:
+        raise
+    except (ConnectionError, TimeoutError):
+        raise  # the store, not the model: resumable
+    except Exception as err:  # safetensors' and diffusers' own errors for damaged files
+        what = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+        raise CheckpointError(f"expected a loadable model at {uri}, got {what}; re-copy the model directory or "
+                              "retrain it") from None
+
+
 def load_prior(uri: str, storage_options: dict[str, Any] | None = None) -> LoadedPrior:
     """Read a prior written by :func:`save_prior` (and its calibration, if present)."""
     if not exists(join(uri, "mdps.json"), storage_options):
@@ -128,7 +152,8 @@ def load_prior(uri: str, storage_options: dict[str, Any] | None = None) -> Loade
     nets = [_read_unet(uri, folder, storage_options) for folder in prior_dirs(config)]
     digest = prior_digest(nets)
     if digest != meta["weights_digest"]:
-        raise CheckpointError(f"expected weights digest {meta['weights_digest']} in {uri}, got {digest}")
+        raise CheckpointError(f"expected weights digest {meta['weights_digest']} (mdps.json) in {uri}, got {digest}: "
+                              "the weights were changed or damaged; re-copy the model directory or retrain it")
     unet = nets[0] if config.tiling.prior != "per_position" else nets
     return LoadedPrior(unet, config, digest, load_calibration(uri, storage_options))
 

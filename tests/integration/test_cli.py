@@ -6,6 +6,7 @@ import json
 import shutil
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,3 +87,39 @@ def test_calibrate_rewrites_the_thresholds_with_overrides_from_a_file_and_set(
     capsys.readouterr()
     highest = load_calibration(str(model))
     assert highest is not None and highest.mask_threshold > after.mask_threshold
+
+
+def _truncate(p: Path) -> None:
+    p.write_bytes(p.read_bytes()[:100])
+
+
+def _replace_weights(p: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(p))
+    first = sorted(state)[0]
+    state[first] = state[first] + 1.0
+    save_file(state, str(p))
+
+
+@pytest.mark.parametrize(("damage", "needles"), [
+    (lambda m: _truncate(m / "unet" / "diffusion_pytorch_model.safetensors"), ["loadable model", "re-copy"]),
+    (lambda m: _replace_weights(m / "unet" / "diffusion_pytorch_model.safetensors"), ["weights digest", "re-copy"]),
+    (lambda m: (m / "unet" / "config.json").unlink(), ["loadable model", "re-copy"]),
+    (lambda m: (m / "mdps.json").write_text("{not json"), ["mdps.json", "re-copy"]),
+    (lambda m: (m / "mdps.json").write_text(json.dumps({"config": {}})), ["weights_digest", "mdps.json"]),
+    (lambda m: (m / "calibration.json").write_text(
+        (m / "calibration.json").read_text().replace('"score_threshold": ', '"score_threshold": "x", "_": ')),
+     ["calibration.json", "mdps calibrate"]),
+])
+def test_a_damaged_model_is_one_line_before_anything_runs(damage: Any, needles: list[str], tiny_model: Path,
+                                                          synthetic_root: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Truncated or replaced weights, a digest mismatch, a missing unet/config.json: tracebacks of 60-218 lines,
+    often after Ray had started."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    damage(model)
+    _one_line_error(capsys, ["score", "--model", str(model), "--data", str(synthetic_root), "--out",
+                             str(tmp_path / "runs")], *needles)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("_staging"))
