@@ -176,6 +176,11 @@ def detect_layout(uri: str, storage_options: dict[str, Any] | None = None) -> st
     fs, path = fresh(uri, storage_options)
     if not fs.exists(path):
         raise FileNotFoundError(f"expected a dataset at {uri}, found nothing there")
+    if fs.isfile(path):  # one image: a folder of one; anything else is no dataset
+        if path.lower().endswith(IMAGE_SUFFIXES):
+            return "folder"
+        raise ValueError(f"expected a dataset at {uri} (a folder, an MVTec/BTAD root, a manifest .parquet/.csv or "
+                         f"one image {'/'.join(IMAGE_SUFFIXES)}), got a file of another kind")
     names = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)}
     return "mvtec" if names & {"train", "test"} else "folder"
 
@@ -184,8 +189,13 @@ def list_folder(uri: str, storage_options: dict[str, Any] | None = None) -> list
     """Every image below a folder (recursively), unlabelled; the category is the folder name."""
     fs, root = fresh(uri, storage_options)
     root = root.rstrip("/")
+    if fs.isfile(root):  # one image given as --data: the folder that holds it, listing only it
+        image = root
+        root = root.rsplit("/", 1)[0]
+        listed = {p: s for p, s in _files(fs, root, recursive=False).items() if p == image}
+    else:
+        listed = _files(fs, root, recursive=True)
     category = PurePosixPath(root).name
-    listed = _files(fs, root, recursive=True)
     images = [p for p in sorted(listed) if p.lower().endswith(IMAGE_SUFFIXES)]
     rels = id_stems([p[len(root):].lstrip("/") for p in images])
     return [ImageRecord(fs.unstrip_protocol(path) if "://" in uri else path, f"{category}/{rel}", category, "", "",

@@ -51,7 +51,16 @@ from mdps_ray.storage.claims import check_committed, check_identity, leased
 from mdps_ray.storage.ledger import write_entry
 from mdps_ray.storage.results import part_name, table_bytes
 from mdps_ray.storage.runs import RunPaths, commit, finalize, staged_rows
-from mdps_ray.storage.uris import exists, join, list_files, read_json, remove, write_bytes, write_json
+from mdps_ray.storage.uris import (
+    check_folder_uri,
+    exists,
+    join,
+    list_files,
+    read_json,
+    remove,
+    write_bytes,
+    write_json,
+)
 from mdps_ray.workflows import stored_loaders
 
 
@@ -67,6 +76,7 @@ def run_score_job(job: ScoreJobConfig, *, scorer_double: bool = False) -> RunSum
     start = time.monotonic()
     job = with_absolute_paths(job)
     so = job.storage_options
+    check_folder_uri(job.out, "--out (the output prefix)", so)
     models = load_models(job, method_config)
     dt = (job.date or datetime.now(UTC).strftime("%Y-%m-%d")) if job.incremental else job.date
     listing_started = time.monotonic()

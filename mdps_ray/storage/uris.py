@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import uuid
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -126,6 +127,20 @@ def remove(uri: str, storage_options: dict[str, Any] | None = None) -> None:
     fs, path = filesystem(uri, storage_options)
     if fs.exists(path):
         fs.rm(path, recursive=True)
+
+
+def check_folder_uri(uri: str, what: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Raise a one-line ValueError when ``uri`` (meant as a folder: an output prefix) is a file, or lies under
+    one; object stores have no such clash (a key and a prefix can share a name)."""
+    if "://" in uri and not uri.startswith("file://"):
+        return
+    path = Path(uri.removeprefix("file://")).absolute()
+    for node in (path, *path.parents):
+        if node.is_file():
+            where = "is a file" if node == path else f"lies under the file {node}"
+            raise ValueError(f"expected {what} to be a folder, got {uri}, which {where}; give a folder path")
+        if node.is_dir():
+            return
 
 
 def remove_children(uri: str, keep: set[str], storage_options: dict[str, Any] | None = None) -> list[str]:

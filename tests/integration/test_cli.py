@@ -123,3 +123,30 @@ def test_a_damaged_model_is_one_line_before_anything_runs(damage: Any, needles: 
     _one_line_error(capsys, ["score", "--model", str(model), "--data", str(synthetic_root), "--out",
                              str(tmp_path / "runs")], *needles)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("_staging"))
+
+
+@pytest.mark.parametrize(("out", "needles"), [
+    ("{tmp}/afile", ["--out", "is a file"]),
+    ("{tmp}/afile/runs", ["--out", "lies under the file"]),
+])
+def test_an_output_prefix_that_is_a_file_is_one_line(out: str, needles: list[str], tiny_model: Path,
+                                                     synthetic_root: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "afile").write_text("not a folder")
+    _one_line_error(capsys, ["score", "--model", str(tiny_model), "--data", str(synthetic_root), "--out",
+                             out.replace("{tmp}", str(tmp_path))], *needles)
+    assert (tmp_path / "afile").read_text() == "not a folder"
+
+
+def test_data_that_is_one_image_lists_that_image_and_another_file_is_one_line(
+        synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mdps_ray.data.records import list_records
+
+    image = sorted((synthetic_root / "test").rglob("*.png"))[0]
+    [record] = list_records(str(image), "auto", "test")
+    assert record.uri == str(image) and record.label is None and record.category == image.parent.name
+    (tmp_path / "notes.txt").write_text("hello")
+    _one_line_error(capsys, ["score", "--model", str(tmp_path), "--data", str(tmp_path / "notes.txt"), "--out",
+                             str(tmp_path / "o")], "mdps.json")
+    with pytest.raises(ValueError, match="got a file of another kind"):
+        list_records(str(tmp_path / "notes.txt"), "auto", "test")
