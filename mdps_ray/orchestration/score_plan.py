@@ -139,7 +139,17 @@ def run_paths(job: ScoreJobConfig, models: ModelSet, dt: str | None) -> tuple[Ru
     if job.incremental:
         return RunPaths(job.out, default_run_id(job, models.digest, models.cfg_hash, dt)), None
     listed = list_manifest(job, models)
+    refuse_empty(job, listed)
     return RunPaths(job.out, default_run_id(job, models.digest, models.cfg_hash, dt, listing_digest(listed))), listed
+
+
+def refuse_empty(job: ScoreJobConfig, listed: pa.Table) -> None:
+    """No image at all is a mistake in a plain run (a wrong path, an empty manifest); a night with nothing
+    new (``--incremental``) commits an empty run as usual."""
+    if listed.num_rows == 0 and not job.incremental:
+        split = f" (split {job.split})" if job.layout in ("auto", "mvtec") else ""
+        raise ConfigError(f"expected images to score in {job.data}{split}, found none; check the path, the split or "
+                          "the manifest's rows (an empty night is normal only with --incremental)")
 
 
 def load_or_list_manifest(job: ScoreJobConfig, paths: RunPaths, models: ModelSet,
@@ -149,6 +159,7 @@ def load_or_list_manifest(job: ScoreJobConfig, paths: RunPaths, models: ModelSet
     if exists(paths.manifest, so):
         return read_table(paths.manifest, so)
     table = listed if listed is not None else list_manifest(job, models)
+    refuse_empty(job, table)
     if job.incremental:
         table = skip_scored_by(table, job.out, models, so)
     write_bytes(paths.manifest, table_bytes(table), so)

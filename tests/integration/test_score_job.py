@@ -208,13 +208,20 @@ def test_nightly_run_scores_only_new_images(ray_local, tiny_model: Path, synthet
     assert json.loads((Path(empty.run_dir) / "metrics.json").read_text())["overall"]["n_images"] == 0
 
 
-def test_an_empty_folder_or_nothing_new_exits_zero_from_the_cli(ray_local, tiny_model: Path, tmp_path: Path,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_empty_night_exits_zero_and_an_empty_plain_run_is_one_line(ray_local, tiny_model: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "empty").mkdir()
     argv = ["score", "--model", str(tiny_model), "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]
     assert main([*argv, "--incremental", "--set", "date=2026-12-02"]) == 0
     out = capsys.readouterr().out
     assert "scored 0 images" in out and "next: `mdps report " in out
+    # outside --incremental an empty input is a mistake (a wrong path, an empty manifest): it committed an empty run
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "found none" in err and "--incremental" in err
+    (tmp_path / "header_only.csv").write_text("uri\n")
+    assert main([*argv[:4], str(tmp_path / "header_only.csv"), *argv[5:]]) == 2
+    assert "found none" in capsys.readouterr().err
 
 
 def test_relative_out_gives_absolute_map_uris_that_open_from_elsewhere(
