@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -338,16 +340,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler stopping the job, `kill`): handled as an interrupt, exit 143."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
         return func(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         resumable = args.command in ("score", "train")
         hint = "; rerun the same command to resume from what was staged" if resumable else ""
-        print(f"mdps: interrupted{hint}", file=sys.stderr)
-        return 130
+        terminated = isinstance(stop, Terminated)
+        print(f"mdps: {'terminated (SIGTERM)' if terminated else 'interrupted'}{hint}", file=sys.stderr)
+        return 143 if terminated else 130
     except Exception as err:
         unavailable = storage_unavailable(err)
         if unavailable is not None:
@@ -359,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
             raise  # a bug: the traceback is what to report
         print(f"mdps: error: {cause}", file=sys.stderr)
         return 2
+    finally:
+        if main_thread and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,18 +28,24 @@ _EMBEDDED: list[bool] = []  # set by init_ray: True when this process started it
 
 
 def init_ray(num_cpus: int | None = None) -> None:
-    """Join the cluster of ``RAY_ADDRESS`` (a submitted job), else start an embedded one on loopback."""
+    """Join the cluster of ``RAY_ADDRESS`` (a submitted job), else start an embedded one on loopback.
+
+    ``ray.init`` replaces the process's SIGTERM handler with ``sys.exit(15)``; the caller's handler (the CLI's:
+    one line and exit 143, like an interrupt) is put back after it."""
     quiet_ray_data()
     if ray.is_initialized():
         return
+    on_term = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
         _EMBEDDED[:] = [False]
-        return
-    _EMBEDDED[:] = [True]
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # loopback only: see orchestration/__init__.py
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-             object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False)
+    else:
+        _EMBEDDED[:] = [True]
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # loopback only: see orchestration/__init__.py
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False)
+    if callable(on_term):
+        signal.signal(signal.SIGTERM, on_term)
 
 
 @dataclass(frozen=True)

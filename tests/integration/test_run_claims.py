@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -136,3 +137,23 @@ def test_a_damaged_staged_part_is_quarantined_and_its_images_scored_again(tiny_m
     ids = [r["image_id"] for r in rows]
     assert sorted(ids) == sorted(r.image_id for r in list_mvtec(str(synthetic_root), "test"))  # each once
     assert set(torn_ids) <= set(ids) and {r["status"] for r in rows} == {"ok"}
+
+
+def test_sigterm_is_one_line_exit_143_and_the_same_command_resumes(tiny_model: Path, synthetic_root: Path,
+                                                                   tmp_path: Path) -> None:
+    """SIGTERM (a scheduler stopping the job) ended in rc -6 and Ray's C++ stack; now it is an interrupt."""
+    proc = _score(tiny_model, synthetic_root, tmp_path, wait=False)
+    assert isinstance(proc, subprocess.Popen)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not list((tmp_path / "r" / "_staging").glob("part-*.parquet")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    last = err.strip().splitlines()[-1]
+    assert proc.returncode == 143, err[-3000:]
+    assert last == "mdps: terminated (SIGTERM); rerun the same command to resume from what was staged", err[-3000:]
+    assert "Traceback" not in err and not (tmp_path / "r" / "_SUCCESS").exists()
+    resumed = _score(tiny_model, synthetic_root, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    ids = [r["image_id"] for r in pq.read_table(tmp_path / "r" / "results").to_pylist()]
+    assert sorted(ids) == sorted(r.image_id for r in list_mvtec(str(synthetic_root), "test"))
