@@ -66,6 +66,9 @@ def method_config(job: ScoreJobConfig) -> tuple[MdpsConfig, str, Calibration | N
     meta, stored = read_model_meta(job.model, job.storage_options)
     validate_model(job.model, job.storage_options)
     cfg = apply_overrides(stored, job.method_patch(), source="method")
+    if cfg.prior != stored.prior:  # here, before Ray starts; the actors' Detector.load refuses it too
+        raise ConfigError("expected no prior.* overrides at scoring time: the prior is fixed by the model "
+                          f"{job.model}; drop them, or train a prior with those settings")
     if cfg.tiling.enabled and cfg.tiling.read_size == "native":
         raise ConfigError(f"expected tiling.read_size in pixels to score {job.model}, got native: a model's native "
                           "side is fixed when its prior is trained; leave tiling.read_size unset to use it")

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import io
 import json
+import sys
 import tempfile
 import time
 import warnings
@@ -33,7 +34,7 @@ from safetensors.torch import load_file
 from mdps_ray import __version__
 from mdps_ray.api import build_scorer
 from mdps_ray.config.jobs import TrainJobConfig
-from mdps_ray.config.method import MdpsConfig
+from mdps_ray.config.method import ConfigError, MdpsConfig
 from mdps_ray.config.overrides import apply_overrides
 from mdps_ray.config.presets import preset
 from mdps_ray.data.decode import decode_for_training
@@ -42,7 +43,7 @@ from mdps_ray.data.records import ImageRecord, list_records
 from mdps_ray.data.splits import split_holdout
 from mdps_ray.method.calibration import Calibration, calibration_passes
 from mdps_ray.models.prior import build_unet
-from mdps_ray.orchestration.cluster import init_ray
+from mdps_ray.orchestration.cluster import can_grow, init_ray
 from mdps_ray.orchestration.faults import Faults
 from mdps_ray.orchestration.progress import progress_bar
 from mdps_ray.orchestration.score_plan import refuse_relative_in_submitted_job
@@ -149,6 +150,22 @@ def _trainer(job: TrainJobConfig, method: MdpsConfig, train: list[ImageRecord], 
     )
 
 
+def check_train_resources(job: TrainJobConfig) -> None:
+    """Ask for what the cluster can give before waiting on it: GPUs this machine's own Ray does not have are one
+    line (it waited silently for ever); a cluster that can grow is told what it waits for."""
+    if not job.use_gpu:
+        return
+    have = int(ray.cluster_resources().get("GPU", 0))
+    if have >= job.num_workers:
+        return
+    if not can_grow():
+        raise ConfigError(f"expected {job.num_workers} GPU(s) for use_gpu=true, got {have} on this machine's Ray; "
+                          "train with use_gpu=false, or submit the job to a cluster with GPU nodes")
+    budget = "" if job.max_minutes is None else f"; --max-minutes {job.max_minutes:g} counts the wait"
+    print(f"mdps: waiting for {job.num_workers - have} more GPU(s) from the cluster's autoscaler{budget}",
+          file=sys.stderr, flush=True)
+
+
 def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
@@ -236,6 +253,7 @@ def train_category(job: TrainJobConfig, method: MdpsConfig, root: str, category:
     _check_writable(model_uri, so)
     run_name = job.run_name or "train-" + hashlib.sha256(f"{model_uri}|{method.digest()}".encode()).hexdigest()[:12]
     init_ray()
+    check_train_resources(job)
     unet: Any  # the UNet, or the per-position UNets in tile order
     if method.tiling.prior == "per_position":
         unet, meta = _train_per_position(job, method, train, deadline)

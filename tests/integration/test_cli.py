@@ -150,3 +150,27 @@ def test_data_that_is_one_image_lists_that_image_and_another_file_is_one_line(
                              str(tmp_path / "o")], "mdps.json")
     with pytest.raises(ValueError, match="got a file of another kind"):
         list_records(str(tmp_path / "notes.txt"), "auto", "test")
+
+
+def test_training_on_gpus_this_machine_lacks_is_one_line_not_a_silent_wait(
+        ray_local, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`mdps train --set use_gpu=true` on a machine without a GPU printed nothing until it was killed (300 s)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the refusal is for machines without one")
+    _one_line_error(capsys, ["train", "--data", str(synthetic_root), "--out", str(tmp_path / "o"), "--max-steps", "2",
+                             "--set", "use_gpu=true", "--max-minutes", "1"], "GPU(s) for use_gpu=true", "got 0")
+
+
+def test_a_prior_override_at_scoring_time_is_refused_before_ray_starts(
+        tiny_model: Path, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from mdps_ray.orchestration import score_pipeline
+
+    def no_ray() -> None:
+        raise AssertionError("Ray was started before the prior override was refused")
+
+    monkeypatch.setattr(score_pipeline, "init_ray", no_ray)
+    _one_line_error(capsys, ["score", "--model", str(tiny_model), "--data", str(synthetic_root), "--out",
+                             str(tmp_path / "o"), "--set", "prior.image_size=32"], "prior.*", "fixed by the model")
