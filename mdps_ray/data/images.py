@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from mdps_ray.data.records import ImageRecord
 from mdps_ray.storage.uris import read_bytes
@@ -39,6 +39,14 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     return im
 
 
+ORIENTATION_TAG = 0x0112  # EXIF Orientation: 5-8 swap width and height
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    """The image as its EXIF orientation tag says it is viewed (a camera held sideways); unchanged without one."""
+    return ImageOps.exif_transpose(im) or im
+
+
 def _to_rgb(im: Image.Image) -> Image.Image:
     """16-bit, grayscale, palette, RGBA, CMYK → 8-bit RGB."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -51,8 +59,9 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 
 
 def decode_image(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
-    """Decode, convert to RGB, resize bilinearly to size×size; → (3, size, size) in [−1, 1]."""
-    im = _to_rgb(_open(data, max_pixels))
+    """Decode, turn upright by its EXIF orientation, convert to RGB, resize bilinearly to size×size; → (3, size,
+    size) in [−1, 1]. Training, calibration and scoring all decode here, so they see the same orientation."""
+    im = _to_rgb(_upright(_open(data, max_pixels)))
     if im.size != (size, size):
         im = im.resize((size, size), Image.Resampling.BILINEAR)
     arr = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
@@ -61,15 +70,16 @@ def decode_image(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -
 
 def decode_native(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """Decode and convert to RGB at the image's own size; → (3, H, W) in [−1, 1]."""
-    arr = np.asarray(_to_rgb(_open(data, max_pixels)), dtype=np.float32) / 127.5 - 1.0
+    arr = np.asarray(_to_rgb(_upright(_open(data, max_pixels))), dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
 def image_size(data: bytes) -> tuple[int, int]:
-    """(H, W) of an encoded image, from its header (no full decode)."""
+    """(H, W) of an encoded image as it is viewed (its EXIF orientation applied), from its header (no full decode)."""
     with Image.open(io.BytesIO(data)) as im:
         w, h = im.size
-    return h, w
+        turned = im.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8)
+    return (w, h) if turned else (h, w)
 
 
 def decode_mask(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:

@@ -17,7 +17,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from mdps_ray.storage.uris import fresh, read_bytes
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")  # what Pillow decodes here
 NORMAL_NAMES = ("good", "ok")
 
 

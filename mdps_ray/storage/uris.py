@@ -29,7 +29,10 @@ def with_retries(uri: str, storage_options: dict[str, Any] | None) -> dict[str, 
 
 
 def filesystem(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The filesystem serving ``uri`` and the path within it (S3 with :data:`S3_RETRIES`)."""
+    """The filesystem serving ``uri`` and the path within it (S3 with :data:`S3_RETRIES`). A local path (no
+    ``://``) is always the local file it names: fsspec would read ``a::b.png`` as a chain of two URLs."""
+    if "://" not in uri and "::" in uri:
+        return LocalFileSystem(), os.path.abspath(uri)
     fs, path = url_to_fs(uri, **with_retries(uri, storage_options))
     return fs, path
 

@@ -54,3 +54,41 @@ def test_mask_uses_nearest_and_threshold() -> None:
 def test_png_round_trip() -> None:
     x = decode_image(_png(Image.new("RGB", (16, 16), (255, 0, 128))), 16)
     assert np.allclose(decode_image(encode_png(x), 16), x, atol=1 / 127.5)
+
+
+def test_exif_orientation_is_applied_wherever_images_are_decoded(tmp_path) -> None:
+    """A photo taken with the camera held sideways is scored as it is viewed (EXIF orientation was ignored)."""
+    import io
+
+    from PIL import Image
+
+    from mdps_ray.data.images import decode_image, decode_native, image_size
+
+    upright = Image.new("RGB", (6, 4), (0, 0, 0))
+    upright.paste((250, 250, 250), (0, 0, 6, 1))  # a bright top row
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # what the sensor wrote: 4 x 6, the row on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to view"
+    buf = io.BytesIO()
+    stored.save(buf, format="PNG", exif=exif.tobytes())
+    data = buf.getvalue()
+    assert image_size(data) == (4, 6)  # (H, W) as viewed
+    native = decode_native(data)
+    assert native.shape == (3, 4, 6) and float(native[:, 0].mean()) > 0.9 and float(native[:, 1:].mean()) < -0.9
+    assert decode_image(data, 8)[:, 0].mean() > decode_image(data, 8)[:, -1].mean()
+
+
+def test_gif_webp_and_colon_names_are_listed_and_read(tmp_path) -> None:
+    from PIL import Image
+
+    from mdps_ray.data.records import list_folder
+    from mdps_ray.storage.uris import read_bytes
+
+    root = tmp_path / "parts"
+    root.mkdir()
+    for name in ("a.gif", "b.webp", "c::d.png"):
+        Image.new("RGB", (8, 8), (10, 20, 30)).save(root / name, format={"gif": "GIF", "webp": "WEBP"}.get(
+            name.rsplit(".", 1)[1], "PNG"))
+    records = list_folder(str(root))
+    assert sorted(r.uri.rsplit("/", 1)[1] for r in records) == ["a.gif", "b.webp", "c::d.png"]
+    assert read_bytes(str(root / "c::d.png")) == (root / "c::d.png").read_bytes()  # not read as a URL chain
