@@ -47,7 +47,7 @@ from mdps_ray.orchestration.score_plan import (
     with_absolute_paths,
 )
 from mdps_ray.orchestration.score_worker import ScoringWorker, StageOneRange
-from mdps_ray.storage.claims import check_committed, check_identity, leased
+from mdps_ray.storage.claims import check_committed, check_identity, leased, sweep_leftovers
 from mdps_ray.storage.ledger import write_entry
 from mdps_ray.storage.results import part_name, table_bytes
 from mdps_ray.storage.runs import RunPaths, commit, finalize, staged_rows
@@ -91,6 +91,7 @@ def run_score_job(job: ScoreJobConfig, *, scorer_double: bool = False) -> RunSum
         if committed is not None:
             return committed
         check_identity(paths, identity, so, job.restart)
+        sweep_leftovers(paths, so, job.lease_seconds)  # temporary files of a killed attempt's writes
         return _run(job, models, paths, listed, dt, start, scorer_double, list_seconds)
 
 
@@ -100,6 +101,7 @@ def _committed(paths: RunPaths, identity: dict[str, Any], so: dict[str, Any]) ->
     record = read_json(paths.run_json, so)
     check_committed(record, identity, paths.run_id)
     remove(paths.staging, so)  # left by a writer stopped between _SUCCESS and its clean-up
+    sweep_leftovers(paths, so)  # and its lease and temporary files
     return RunSummary(paths.root, record["counts"]["rows"], record["counts"]["errors"], 0,
                       read_json(paths.metrics, so))
 

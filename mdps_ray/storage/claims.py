@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -180,6 +181,30 @@ def acquire(paths: RunPaths, storage_options: dict[str, Any] | None, ttl: float 
         with contextlib.suppress(FileNotFoundError):
             fs.rm_file(path)  # a stale lease: its writer stopped beating more than ttl ago
     raise RunClaimError(f"run {paths.run_id}: another writer took the lease while this one took over a stale one")
+
+
+def sweep_leftovers(paths: RunPaths, storage_options: dict[str, Any] | None, ttl: float = 120.0) -> list[str]:
+    """Remove what a killed writer left: its lease when the writer is dead (on this host) or silent past ``ttl``,
+    and, on local disk, the ``*.tmp-<hex>`` files of writes it did not finish. Returns what was removed."""
+    removed = []
+    uri = join(paths.root, LOCK_NAME)
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        held = read_json(uri, storage_options)
+        if not (time.time() - float(held.get("heartbeat", 0)) <= ttl and _alive(held)):
+            fs, path = filesystem(uri, storage_options)
+            fs.rm_file(path)
+            removed.append(LOCK_NAME)
+    fs, root = fresh(paths.root, storage_options)
+    if isinstance(fs, LocalFileSystem) and fs.isdir(root):
+        for found in fs.find(root):
+            if _TEMPORARY.search(found):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(found)
+                removed.append(found.removeprefix(root).lstrip("/"))
+    return removed
+
+
+_TEMPORARY = re.compile(r"\.tmp-[0-9a-f]{12}$")  # storage/uris.write_bytes's temporary names
 
 
 @contextlib.contextmanager

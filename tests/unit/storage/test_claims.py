@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mdps_ray.storage.claims import RunClaimError, acquire, check_committed, check_identity, leased
+from mdps_ray.storage.claims import RunClaimError, acquire, check_committed, check_identity, leased, sweep_leftovers
 from mdps_ray.storage.runs import RunPaths
 from mdps_ray.storage.uris import write_bytes
 
@@ -58,3 +58,25 @@ def test_one_writer_per_run_and_a_stale_or_dead_writer_is_taken_over(tmp_path: P
     lock.write_text(json.dumps({"host": "elsewhere", "pid": 1, "token": "t", "heartbeat": time.time()}))
     with pytest.raises(RunClaimError, match="taken over"):
         acquire(paths, None, ttl=60)  # another machine's live writer
+
+
+def test_a_dead_writers_lease_and_temporary_files_are_swept_and_a_live_ones_are_kept(tmp_path: Path) -> None:
+    """A dead writer's _LOCK stayed in a committed run for good; a kill mid-write left manifest.parquet.tmp-*."""
+    paths = RunPaths(str(tmp_path), "r")
+    run = tmp_path / "r"
+    (run / "results").mkdir(parents=True)
+    (run / "_SUCCESS").write_text("")
+    (run / "manifest.parquet.tmp-0123456789ab").write_bytes(b"half")
+    (run / "results" / "part-00000.parquet.tmp-abcdef012345").write_bytes(b"half")
+    (run / "results" / "part-00000.parquet").write_bytes(b"kept")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (run / "_LOCK").write_text(json.dumps({"host": socket.gethostname(), "pid": int(gone.stdout), "token": "t",
+                                           "heartbeat": time.time()}))
+    removed = sweep_leftovers(paths, None)
+    assert sorted(removed) == ["_LOCK", "manifest.parquet.tmp-0123456789ab",
+                               "results/part-00000.parquet.tmp-abcdef012345"]
+    assert sorted(p.name for p in run.rglob("*")) == ["_SUCCESS", "part-00000.parquet", "results"]
+    with leased(paths, None, ttl=60):  # this writer's own live lease stays
+        assert sweep_leftovers(paths, None) == [] and (run / "_LOCK").exists()
+    (run / "_LOCK").write_text(json.dumps({"host": "elsewhere", "pid": 1, "token": "t", "heartbeat": time.time()}))
+    assert sweep_leftovers(paths, None, ttl=60) == []  # another machine's live writer
