@@ -8,13 +8,35 @@ others set the job.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import datetime as _dt
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from mdps_ray.config.method import _Frozen
 
 SECRET_KEYS = ("key", "secret", "token", "password", "credential")
+
+
+def _credentials_are_text(options: dict[str, Any]) -> dict[str, Any]:
+    """A credential given as a list or a mapping (a YAML slip) is refused here, in one line that never shows it,
+    instead of deep inside the filesystem client."""
+    for name, value in options.items():
+        if any(s in name.lower() for s in SECRET_KEYS) and value is not None and not isinstance(value, str):
+            raise ValueError(f"expected storage_options.{name} to be text, got a {type(value).__name__}")
+    return options
+
+
+def _calendar_day(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            _dt.date.fromisoformat(value)
+        except ValueError:
+            raise ValueError("expected a calendar day YYYY-MM-DD") from None
+    return value
+
+
+StorageOptions = Annotated[dict[str, Any], AfterValidator(_credentials_are_text)]
 
 
 class ScoreJobConfig(_Frozen):
@@ -32,7 +54,7 @@ class ScoreJobConfig(_Frozen):
     split: str = Field("test", description="Split folder for MVTec/BTAD layouts.")
     layout: Literal["auto", "mvtec", "folder", "manifest"] = Field("auto", description="Dataset layout.")
     incremental: bool = Field(False, description="Score only images not yet scored under <out> (nightly).")
-    date: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}$",
+    date: Annotated[str | None, AfterValidator(_calendar_day)] = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}$",
                              description="dt of a nightly run (YYYY-MM-DD; results/<category>/<dt>/); "
                              "default today (UTC).")
     restart: bool = Field(False, description="Discard what an earlier attempt of this run id staged and start "
@@ -59,7 +81,7 @@ class ScoreJobConfig(_Frozen):
                                        "scoring for the cores.")
     reduce_shard_rows: int = Field(1000, ge=1, description="Rows per reduce task; a run of one shard is reduced "
                                    "in the driver.")
-    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options (never logged).")
+    storage_options: StorageOptions = Field(default_factory=dict, description="fsspec options (never logged).")
     method: dict[str, Any] = Field(default_factory=dict, description="Method overrides: nested sections or "
                                    "dotted keys, deep-merged into the model's stored config.")
 
@@ -77,7 +99,7 @@ class ScoreJobConfig(_Frozen):
 class RunAccessConfig(_Frozen):
     """Reading committed runs back (`mdps evaluate`, `mdps report`, `mdps runs`)."""
 
-    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options (never logged).")
+    storage_options: StorageOptions = Field(default_factory=dict, description="fsspec options (never logged).")
 
 
 def _redact(value: Any) -> Any:
@@ -115,7 +137,7 @@ class TrainJobConfig(_Frozen):
                             "worker's resources (auto: when use_gpu, so a small head node never holds the "
                             "256-px autograd graphs), driver = in this process; the driver only writes the file.")
     run_name: str | None = Field(None, description="Ray Train run name (resume key); default from out and category.")
-    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options (never logged).")
+    storage_options: StorageOptions = Field(default_factory=dict, description="fsspec options (never logged).")
 
     def redacted(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")

@@ -31,7 +31,7 @@ def parse_value(raw: str) -> Any:
     """A ``--set`` value as YAML (``30`` → 30, ``null`` → None, ``[8, 16]`` → a list); dates stay text."""
     try:
         value = yaml.safe_load(raw)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):  # ValueError: a date-like text that is no date (2026-13-45)
         return raw
     return raw if isinstance(value, _dt.date | _dt.datetime) else value
 

@@ -139,3 +139,17 @@ def test_a_malformed_item_is_refused_without_echoing_its_value(item: str) -> Non
         apply_overrides(MdpsConfig(), [item])
     assert "hunter2" not in str(err.value) and "KEY=VALUE" in str(err.value)
     assert item.split(":")[0].split(" ")[0] in str(err.value)  # the key part still says which item
+
+
+def test_an_impossible_date_and_a_credential_that_is_not_text_name_their_key() -> None:
+    """"month must be in 1..12" named no key; a key given as a list was a traceback inside s3fs."""
+    from mdps_ray.config.jobs import ScoreJobConfig
+    from mdps_ray.config.overrides import validate
+
+    base = {"model": "m", "data": "d", "out": "o"}
+    with pytest.raises(ConfigError, match=r"date: .*calendar day YYYY-MM-DD \(got '2026-13-45'\)"):
+        apply_overrides(validate(ScoreJobConfig, base), ["date=2026-13-45"])
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(validate(ScoreJobConfig, base), ["storage_options={key: [hunter2, x]}"])
+    assert "storage_options.key to be text, got a list" in str(err.value) and "hunter2" not in str(err.value)
+    assert apply_overrides(validate(ScoreJobConfig, base), ["date=2026-12-07"]).date == "2026-12-07"
