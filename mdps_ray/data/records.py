@@ -210,6 +210,9 @@ def id_stems(names: list[str]) -> list[str]:
     return [n if s in shared else s for n, s in zip(names, stems, strict=True)]
 
 
+_LABELS: dict[Any, int | None] = {"0": 0, "1": 1, "": None, 0.0: 0, 1.0: 1}
+
+
 def read_manifest_file(uri: str, storage_options: dict[str, Any] | None = None) -> list[ImageRecord]:
     """A user manifest (Parquet or CSV) with a ``uri`` column and optional category/label/mask_uri/image_id,
     and optional ``etag`` (with ``size``): an object's version as given, so it is not looked up."""
@@ -222,7 +225,7 @@ def read_manifest_file(uri: str, storage_options: dict[str, Any] | None = None) 
     stems = id_stems([PurePosixPath(str(r["uri"]).split("://", 1)[-1]).as_posix().strip("/") for r in rows])
     for row, stem in zip(rows, stems, strict=True):
         category = str(row.get("category") or "default")
-        label = row.get("label")
+        label = _LABELS.get(row.get("label"), row.get("label"))  # one bad cell makes a CSV column text: "0", "1"
         if label not in (None, 0, 1):
             raise ValueError(f"expected labels 0 (normal), 1 (anomalous) or empty in the manifest {uri}, got "
                              f"{label!r} for {row['uri']}; fix the manifest before scoring")

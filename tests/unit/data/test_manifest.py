@@ -19,6 +19,16 @@ def test_a_label_other_than_0_or_1_is_refused_at_listing(tmp_path: Path) -> None
         read_manifest_file(str(f))
 
 
+def test_a_bad_label_is_blamed_on_its_own_row_and_text_labels_read(tmp_path: Path) -> None:
+    """One bad cell makes the CSV column text; the first (valid) row's "0" was then the one reported."""
+    f = tmp_path / "m.csv"
+    f.write_text("uri,label\na.png,0\nb.png,1\nc.png,bad\n")
+    with pytest.raises(ValueError, match=r"got 'bad' for c\.png"):
+        read_manifest_file(str(f))
+    f.write_text("uri,label\na.png,0\nb.png,1\nc.png,\n")
+    assert [r.label for r in read_manifest_file(str(f))] == [0, 1, None]
+
+
 def test_duplicate_ids_are_named_at_archive_size() -> None:
     """10⁵ ids: the old quadratic check took ≈ 720 s here before its one line; the Counter takes milliseconds."""
     n = 100_000
