@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from mdps_ray.cli.failures import STORAGE_EXIT, storage_unavailable, user_error
+from mdps_ray.cli.failures import STORAGE_EXIT, no_space, storage_unavailable, user_error
 from mdps_ray.config.method import ConfigError, MdpsConfig
 from mdps_ray.config.overrides import M, apply_overrides, as_patch, deep_merge, validate
 
@@ -362,6 +362,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mdps: {'terminated (SIGTERM)' if terminated else 'interrupted'}{hint}", file=sys.stderr)
         return 143 if terminated else 130
     except Exception as err:
+        full = no_space(err)
+        if full is not None:
+            print(f"mdps: error: no space left on {full}; free space and rerun the same command to resume",
+                  file=sys.stderr)
+            return STORAGE_EXIT
         unavailable = storage_unavailable(err)
         if unavailable is not None:
             print(f"mdps: error: storage unavailable after retries: {unavailable}; nothing was committed, rerun "

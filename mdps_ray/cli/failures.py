@@ -10,6 +10,7 @@ UserCodeException); the chain is walked to the cause.
 
 from __future__ import annotations
 
+import errno
 import re
 from collections.abc import Iterator
 
@@ -54,6 +55,20 @@ def storage_unavailable(err: BaseException) -> str | None:
         for name, message in reversed(_RAISED.findall(str(e))):
             if name in _UNAVAILABLE or (name == "ClientError" and any(t in message for t in _THROTTLED)):
                 return f"{name}: {message.strip()}"
+    return None
+
+
+_NO_SPACE = re.compile(r"No space left on device(?:: '([^']+)')?")
+
+
+def no_space(err: BaseException) -> str | None:
+    """Where the disk filled up (a path, or "the disk") when ``err``'s chain holds ENOSPC, also as an actor's text."""
+    for e in causes(err):
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return str(e.filename) if e.filename else "the disk"
+        found = _NO_SPACE.search(str(e))
+        if found:
+            return found[1] or "the disk"
     return None
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from mdps_ray.cli.failures import storage_unavailable, user_error
+import pytest
+
+from mdps_ray.cli.failures import no_space, storage_unavailable, user_error
 
 
 class EndpointConnectionError(Exception):  # botocore's name; matched by name, not imported
@@ -42,3 +44,32 @@ def test_a_user_error_wrapped_by_ray_is_found_and_a_bug_is_not() -> None:
                                    "got an unexpected keyword argument 'bogus'")
     assert user_error(TypeError("f() got an unexpected keyword argument 'x'")) is None  # a bug of ours: a traceback
     assert user_error(KeyError("bug")) is None and storage_unavailable(KeyError("bug")) is None
+
+
+def test_a_full_disk_is_found_in_the_chain_or_in_an_actors_text_and_is_resumable(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSPC inside Ray Data's UserCodeException was a traceback; now one line, exit 3."""
+    import errno
+
+    from mdps_ray.cli import commands
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/data/out/r/_staging/part-1.parquet")
+    try:
+        try:
+            raise full
+        except OSError as inner:
+            raise RuntimeError("upload failed") from inner
+    except RuntimeError as err:
+        assert no_space(err) == "/data/out/r/_staging/part-1.parquet"
+    text = "Traceback ...\nOSError: [Errno 28] No space left on device: '/data/out/r/maps/part-1.npz'\n"
+    assert no_space(UserCodeException(text)) == "/data/out/r/maps/part-1.npz"
+    assert no_space(UserCodeException("ValueError: expected a model")) is None
+
+    def fails(args: object) -> int:
+        raise UserCodeException(text)
+
+    monkeypatch.setattr(commands, "cmd_runs", fails)
+    assert commands.main(["runs", "/tmp/x"]) == 3
+    err = capsys.readouterr().err.strip()
+    assert err == ("mdps: error: no space left on /data/out/r/maps/part-1.npz; free space and rerun the same "
+                   "command to resume")
