@@ -82,9 +82,18 @@ class _Resolver:
 
 
 def _version(r: ImageRecord, resolve: _Resolver) -> tuple[int, str, str]:
-    """(size, etag or mtime, content key) of one record; a record the listing did not stat is looked up."""
-    fs, path = resolve(r.uri)
-    stat = r.stat if r.stat is not None else _stat(fs, path)  # a user manifest: one lookup, in a thread
+    """(size, etag or mtime, content key) of one record; a record the listing did not stat is looked up. A row that
+    cannot be looked up on its own (an unknown protocol, an http(s) host that does not answer) gets no version
+    here and becomes an error row when it is read; the run's store failing still fails the run."""
+    try:
+        fs, path = resolve(r.uri)
+        stat = r.stat if r.stat is not None else _stat(fs, path)  # a user manifest: one lookup, in a thread
+    except ValueError:  # fsspec: "Protocol not known"
+        return 0, "", ""
+    except OSError:
+        if r.uri.lower().startswith(("http://", "https://")):
+            return 0, "", ""
+        raise
     if stat is None:
         return 0, "", ""
     return stat.size, stat.etag or stat.mtime, content_key(r.image_id, stat, fs, path)

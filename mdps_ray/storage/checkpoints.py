@@ -81,6 +81,10 @@ def save_prior(unet: UNet2DModel | Sequence[UNet2DModel], config: MdpsConfig, ur
 
 def read_model_meta(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[dict[str, Any], MdpsConfig]:
     """``mdps.json`` of a model directory: its raw metadata and the validated config it was trained with."""
+    fs, path = filesystem(uri, storage_options)
+    if fs.isfile(path):
+        raise CheckpointError(f"expected a model directory with mdps.json at {uri}, got a file; give the folder "
+                              "`mdps train` wrote (<out>/model, or <out>/<category>/model with --categories)")
     try:
         raw = read_bytes(join(uri, "mdps.json"), storage_options)
     except FileNotFoundError:

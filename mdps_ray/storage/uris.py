@@ -33,8 +33,13 @@ def filesystem(uri: str, storage_options: dict[str, Any] | None = None) -> tuple
     ``://``) is always the local file it names: fsspec would read ``a::b.png`` as a chain of two URLs."""
     if "://" not in uri and "::" in uri:
         return LocalFileSystem(), os.path.abspath(uri)
+    if "://" not in uri or uri.lower().startswith(_NO_OPTIONS):
+        storage_options = None  # the job's options are its object store's: credentials mean nothing here
     fs, path = url_to_fs(uri, **with_retries(uri, storage_options))
     return fs, path
+
+
+_NO_OPTIONS = ("file://", "http://", "https://")  # local files, and rows on web hosts of their own
 
 
 def absolute(uri: str) -> str:
