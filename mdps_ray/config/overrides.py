@@ -40,11 +40,19 @@ def parse_item(item: str) -> tuple[str, Any]:
     """``"a.b=v"`` → ``("a.b", parsed v)``; a malformed item is a one-line error."""
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
-        lead = re.match(r"[\w.\-]*", item.strip())
-        shown = f"{lead[0]!r} and more (not shown: it may hold a secret)" if lead and lead[0] != item.strip() else \
-            repr(item)
-        raise ConfigError(f"expected an override like sampler.stage2.rho=30 (KEY=VALUE), got {shown}")
+        raise ConfigError(f"expected an override like sampler.stage2.rho=30 (KEY=VALUE), got {_shown(item)}")
     return key.strip(), parse_value(raw)
+
+
+def _shown(item: str) -> str:
+    """How a malformed item is named in its error: its leading key-like part only, cut after any secret-looking word
+    (a value typed without '=' may follow it directly)."""
+    text = item.strip()
+    lead = (re.match(r"[\w.\-]*", text) or re.match("", text))[0]  # type: ignore[index]
+    secret = re.search("|".join(SECRET_WORDS), lead, re.IGNORECASE)
+    if secret:
+        lead = lead[:secret.end()]
+    return repr(text) if lead == text and not secret else f"{lead!r} and more (not shown: it may hold a secret)"
 
 
 def as_patch(overrides: Sequence[str] | Mapping[str, Any]) -> dict[str, Any]:
