@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -362,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mdps: {'terminated (SIGTERM)' if terminated else 'interrupted'}{hint}", file=sys.stderr)
         return 143 if terminated else 130
     except Exception as err:
+        if os.environ.get("MDPS_DEBUG") == "1":  # the traceback behind the one line below, for a report
+            traceback.print_exc()
         full = no_space(err)
         if full is not None:
             print(f"mdps: error: no space left on {full}; free space and rerun the same command to resume",

@@ -73,3 +73,16 @@ def test_a_full_disk_is_found_in_the_chain_or_in_an_actors_text_and_is_resumable
     err = capsys.readouterr().err.strip()
     assert err == ("mdps: error: no space left on /data/out/r/maps/part-1.npz; free space and rerun the same "
                    "command to resume")
+
+
+def test_mdps_debug_shows_the_traceback_behind_a_one_line_error(capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from mdps_ray.cli import commands
+
+    argv = ["config", "show", "--set", "sampler.stage2.rho=-1"]
+    assert commands.main(argv) == 2
+    assert "Traceback" not in capsys.readouterr().err
+    monkeypatch.setenv("MDPS_DEBUG", "1")
+    assert commands.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and err.strip().splitlines()[-1].startswith("mdps: error:")
