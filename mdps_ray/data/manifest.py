@@ -119,3 +119,20 @@ def build_manifest(records: list[ImageRecord], storage_options: dict[str, Any] |
         "mask_uri": [r.mask_uri for r in ordered],
     }
     return pa.table({f.name: pa.array(columns[f.name], type=f.type) for f in MANIFEST_SCHEMA}, schema=MANIFEST_SCHEMA)
+
+
+def refresh_versions(manifest: pa.Table, image_ids: set[str],
+                     storage_options: dict[str, Any] | None = None) -> pa.Table:
+    """The manifest with the size, version and content key of the rows ``image_ids`` names looked up again: the
+    inputs an earlier attempt could not score, which may have been fixed since, so the row scored now carries the
+    key of the content it scored (it kept the failed attempt's)."""
+    if not image_ids:
+        return manifest
+    resolve = _Resolver(storage_options)
+    rows = manifest.to_pylist()
+    for row in rows:
+        if row["image_id"] in image_ids:
+            record = ImageRecord(row["uri"], row["image_id"], row["category"], row["split"], row["defect_type"],
+                                 row["label"], row["mask_uri"], None)
+            row["size"], row["etag"], row["content_key"] = _version(record, resolve)
+    return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)

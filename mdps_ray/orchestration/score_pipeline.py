@@ -26,6 +26,7 @@ from mdps_ray.config.jobs import ScoreJobConfig
 from mdps_ray.config.method import MdpsConfig
 from mdps_ray.core.masking import transductive_threshold
 from mdps_ray.data.decode import decode_batch
+from mdps_ray.data.manifest import refresh_versions
 from mdps_ray.method.batching import default_batch
 from mdps_ray.metrics.reduce import REDUCE_COLUMNS, reduce_table, shard_states
 from mdps_ray.orchestration.cluster import PoolPlan, can_grow, init_ray, wait_for_pool
@@ -95,6 +96,19 @@ def run_score_job(job: ScoreJobConfig, *, scorer_double: bool = False) -> RunSum
         return _run(job, models, paths, listed, dt, start, scorer_double, list_seconds)
 
 
+def _refresh_retried(manifest: pa.Table, staged: pa.Table, paths: RunPaths, so: dict[str, Any]) -> pa.Table:
+    """Inputs staged as error rows by an earlier attempt are retried now: their versions and content keys are
+    looked up again (an input fixed since is keyed by its new content), and the manifest is rewritten."""
+    failed = staged.filter(pc.equal(staged.column("status"), "error")).column("image_id").to_pylist()
+    ok = set(staged.filter(pc.equal(staged.column("status"), "ok")).column("image_id").to_pylist())
+    retried = set(failed) - ok
+    if not retried:
+        return manifest
+    refreshed = refresh_versions(manifest, retried, so)
+    write_bytes(paths.manifest, table_bytes(refreshed), so)
+    return refreshed
+
+
 def _committed(paths: RunPaths, identity: dict[str, Any], so: dict[str, Any]) -> RunSummary | None:
     if not exists(paths.success, so):
         return None
@@ -123,6 +137,7 @@ def _run(job: ScoreJobConfig, models: ModelSet, paths: RunPaths, listed: pa.Tabl
     at_phase(faults, "manifest")
     staged = staged_rows(paths, so, columns=["image_id", "status"])
     _stage_unmodelled(manifest, staged, models, paths, dt, so)
+    manifest = _refresh_retried(manifest, staged, paths, so)
     pending = pending_rows(manifest, staged)
     clock.lap("plan")
     threshold, scored = None, 0

@@ -287,3 +287,23 @@ def test_an_image_that_exists_under_a_loop_is_scored_once(world: World, ray_loca
     run = Path(out.strip().splitlines()[-1])
     rows = pq.read_table(run / "results").to_pylist()
     assert sorted(Path(r["uri"]).name for r in rows) == ["a.png", "b.png"]
+
+
+def test_an_input_fixed_after_a_failed_attempt_is_keyed_by_the_content_scored(
+        world: World, ray_local, capsys: pytest.CaptureFixture[str]) -> None:
+    """The retried row kept the failed attempt's content_key, so the nightly ledger named content never scored."""
+    from mdps_ray.data.manifest import build_manifest
+    from mdps_ray.data.records import list_folder
+
+    _folder({"a.png": "good", "b.png": "good", "c.png": "not png"})(world)
+    strict = world.score("--run-id", "r", "--set", "max_error_fraction=0", data=world.root / "folder")
+    code, _, err = _run(strict, capsys)
+    assert code == 2 and "error" in err  # c.png staged as an error row, nothing committed
+    folder = world.root / "folder"
+    shutil.copy(folder / "a.png", folder / "c.png")  # the input is fixed
+    code, out, err = _run(strict, capsys)
+    assert code == 0, err[-2000:]
+    rows = {Path(r["uri"]).name: r for r in pq.read_table(Path(out.strip().splitlines()[-1]) / "results").to_pylist()}
+    fresh = {Path(u).name: k for u, k in zip(*build_manifest(list_folder(str(folder))).select(
+        ["uri", "content_key"]).to_pydict().values(), strict=True)}
+    assert {n: r["content_key"] for n, r in rows.items()} == fresh
