@@ -92,3 +92,22 @@ def test_gif_webp_and_colon_names_are_listed_and_read(tmp_path) -> None:
     records = list_folder(str(root))
     assert sorted(r.uri.rsplit("/", 1)[1] for r in records) == ["a.gif", "b.webp", "c::d.png"]
     assert read_bytes(str(root / "c::d.png")) == (root / "c::d.png").read_bytes()  # not read as a URL chain
+
+
+def test_a_16_bit_image_decodes_as_its_8_bit_reduction() -> None:
+    """The integer mapping v // 257 (no float64 copies: benchmarks/decode_memory.py measures the memory) is the
+    v · 255 / 65535 the float code computed."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from mdps_ray.data.images import decode_image
+
+    side = 300
+    ramp = (np.arange(side * side, dtype=np.uint32) * 7 % 65536).astype(np.uint16).reshape(side, side)
+    wide, narrow = io.BytesIO(), io.BytesIO()
+    Image.fromarray(ramp).save(wide, format="PNG")
+    reduced = np.floor(ramp.astype(np.float64) / 65535.0 * 255.0).astype(np.uint8)
+    Image.fromarray(reduced).convert("RGB").save(narrow, format="PNG")
+    assert np.array_equal(decode_image(wide.getvalue(), 64).numpy(), decode_image(narrow.getvalue(), 64).numpy())
