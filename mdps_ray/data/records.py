@@ -197,6 +197,12 @@ def list_folder(uri: str, storage_options: dict[str, Any] | None = None) -> list
         listed = _files(fs, root, recursive=True)
     category = PurePosixPath(root).name
     images = [p for p in sorted(listed) if p.lower().endswith(IMAGE_SUFFIXES)]
+    others = Counter(PurePosixPath(p).suffix.lower() or "(none)" for p in listed if not p.lower().endswith(
+        IMAGE_SUFFIXES))
+    if others:
+        named = ", ".join(f"{n} {ext}" for ext, n in sorted(others.items()))
+        warnings.warn(f"listing {uri}: skipped files that are not images this tool reads ({named}); it reads "
+                      f"{' '.join(IMAGE_SUFFIXES)}", UserWarning, stacklevel=2)
     rels = id_stems([p[len(root):].lstrip("/") for p in images])
     return [ImageRecord(fs.unstrip_protocol(path) if "://" in uri else path, f"{category}/{rel}", category, "", "",
                         None, None, listed[path]) for path, rel in zip(images, rels, strict=True)]

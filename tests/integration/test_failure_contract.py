@@ -237,6 +237,16 @@ def _tree(root: Path, skip: Path) -> dict[str, float]:
             and not p.is_symlink()}
 
 
+def _ray_logs() -> list[Path]:
+    """The log files of the session's Ray (where actors' output and errors land)."""
+    import ray
+
+    if not ray.is_initialized():
+        return []
+    logs = Path(ray._private.worker.global_worker.node.get_session_dir_path()) / "logs"
+    return [f for f in logs.rglob("*") if f.is_file() and f.stat().st_size < 50_000_000]
+
+
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     try:
         code = main(argv)
@@ -269,6 +279,7 @@ def test_every_hostile_case_ends_as_the_contract_says(case: Case, world: World, 
     if world.out.exists():
         for f in world.out.rglob("*"):
             assert not f.is_file() or SECRET.encode() not in f.read_bytes(), f
+    assert not [f for f in _ray_logs() if SECRET.encode() in f.read_bytes()], "a secret in Ray's logs"
     if case.fix is not None:
         case.fix(world)
         code, _, err = _run(argv, capsys)

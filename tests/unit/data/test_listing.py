@@ -30,3 +30,13 @@ def test_links_that_loop_are_skipped_with_a_count_and_every_image_is_listed_once
     names = sorted(Path(r.uri).name for r in records)
     assert names == ["a.png", "b.png", "dangling.png"]
     assert len({r.image_id for r in records}) == 3
+
+
+def test_files_of_other_kinds_are_named_once_by_extension(tmp_path: Path) -> None:
+    root = tmp_path / "parts"
+    _image(root / "a.png")
+    for name in ("b.ppm", "c.ppm", "notes.txt", "README"):
+        (root / name).write_text("x")
+    with pytest.warns(UserWarning, match=r"skipped files .* \(1 \(none\), 2 \.ppm, 1 \.txt\)") as caught:
+        records = list_folder(str(root))
+    assert [Path(r.uri).name for r in records] == ["a.png"] and len(caught) == 1
