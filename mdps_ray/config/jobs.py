@@ -130,7 +130,9 @@ class TrainJobConfig(_Frozen):
     keep_checkpoints: int = Field(2, ge=1, description="Keep the last M checkpoints.")
     max_failures: int = Field(1, ge=0, description="Worker-group restarts from the last checkpoint.")
     holdout_fraction: float = Field(0.1, gt=0, lt=1, description="Normal images held out for calibration.")
-    target_fpr: float = Field(0.01, gt=0, lt=1, description="Image threshold's false-positive rate on normals.")
+    target_fpr: float = Field(0.01, gt=0, lt=1, description=(
+        "False-alarm rate the image threshold certifies on normals (needs >= 1/rate - 1 held-out normals; with "
+        "fewer it certifies 1/(n + 1) and says so)."))
     calibrate: bool = Field(True, description="Write calibration.json after training.")
     calibrate_where: Literal["auto", "driver", "cluster"] = Field(
         "auto", description="Where calibration runs: cluster = a Ray task with the training's device and a "

@@ -117,9 +117,15 @@ def _threshold_line(calibration: dict[str, Any] | None, rows: list[dict[str, Any
     if not calibration or calibration.get("score_threshold") is None:
         return "<p>no calibrated image threshold: images are ranked, not decided</p>"
     flagged = sum(1 for r in rows if r["is_anomalous"])
-    return (f'<p class="threshold">image threshold {calibration["score_threshold"]:.6g} (calibrated at '
-            f'{100 * float(calibration.get("target_fpr", 0.0)):.3g} % false positives on '
-            f'{int(calibration.get("n_images", 0))} held-out normal images): {flagged} of {len(rows)} flagged</p>')
+    n = int(calibration.get("n_images", 0))
+    certified, bound = calibration.get("certified_fpr"), calibration.get("fpr_bound_90")
+    if certified is None:  # an older calibration: the rate it was asked for, not one it certifies
+        rate = f"asked for {100 * float(calibration.get('target_fpr', 0.0)):.3g} % false positives, not certified"
+    else:
+        rate = (f"certifies {100 * float(certified):.3g} % false positives on average, at most "
+                f"{100 * float(bound or certified):.3g} % with 90 % confidence")
+    return (f'<p class="threshold">image threshold {calibration["score_threshold"]:.6g} ({rate}, from {n} held-out '
+            f'normal images): {flagged} of {len(rows)} flagged</p>')
 
 
 def _overview(cats: list[str], rows: list[dict[str, Any]], metrics: dict[str, Any]) -> str:

@@ -58,7 +58,8 @@ def test_report_renders_every_image_and_escapes_data(ray_local, tiny_model: Path
         assert headings == ["Most anomalous images", "Highest-scoring normal images", "Lowest-scoring anomalous images"]
         decisions = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "td.decision")]
         assert decisions and all(d.split(" · ")[0] in ("flagged", "not flagged") for d in decisions)
-        assert "image threshold" in driver.find_element(By.CSS_SELECTOR, "p.threshold").text
+        line = driver.find_element(By.CSS_SELECTOR, "p.threshold").text
+        assert "image threshold" in line and "certifies" in line and "90 % confidence" in line, line
         overview = driver.find_elements(By.CSS_SELECTOR, "table.overview tr")
         assert len(overview) == 2  # header + one category
         assert HOSTILE in driver.find_element(By.TAG_NAME, "h2").text  # shown as text, not run
