@@ -105,10 +105,10 @@ def test_the_90_percent_bound_holds_for_nine_in_ten_held_out_draws(n: int, alpha
     """The rate of one threshold is random: bottle's 12 normals certify 1/13 on average, yet one draw can flag
     a quarter of the test normals. fpr_bound(0.9) is exceeded by the true rate in about 10 % of draws."""
     g = torch.Generator().manual_seed(1)
-    draws = torch.rand((4000, n), generator=g, dtype=torch.float64)  # uniform scores: the true rate is 1 − t
+    draws = torch.rand((3000, n), generator=g, dtype=torch.float64)  # uniform scores: the true rate is 1 − t
     rates = torch.tensor([1.0 - conformal_threshold(d, alpha)[0] for d in draws])
     bound = fpr_bound(n, alpha, 0.9)
-    assert float((rates > bound).double().mean()) == pytest.approx(0.1, abs=0.02)
+    assert float((rates > bound).double().mean()) == pytest.approx(0.1, abs=0.025)
     assert float(rates.mean()) <= conformal_threshold(draws[0], alpha)[1] + 0.01  # and on average: certified
 
 
@@ -117,7 +117,7 @@ def test_the_certified_rate_holds_for_exchangeable_normals(n: int, alpha: float)
     """P(new normal > threshold) over many calibration draws: at most the certified rate (the quantile rule
     the threshold used to be exceeds it: n = 5 normals flagged ≈ 1/6 + of unseen normals at "1 %")."""
     g = torch.Generator().manual_seed(0)
-    trials = 20000
+    trials = 5000
     normals = torch.rand((trials, n), generator=g, dtype=torch.float64)
     new = torch.rand(trials, generator=g, dtype=torch.float64)
     flagged, certified = 0, 0.0

@@ -42,7 +42,9 @@ def exact_prior(clean: torch.Tensor, cfg: MdpsConfig) -> Callable[[torch.Tensor,
 
 
 def scorer_for(clean: torch.Tensor, normalise: str) -> AnomalyScorer:
-    cfg = apply_overrides(MdpsConfig(), {"maps": {"normalise": normalise}})
+    # one posterior sample per stage: with an exact prior every sample is the clean image, so n changes nothing
+    cfg = apply_overrides(MdpsConfig(), {"maps": {"normalise": normalise},
+                                         "sampler": {"stage1": {"n_samples": 1}, "stage2": {"n_samples": 1}}})
     assert cfg.maps.backbone == "none"  # the default's maps need no backbone
     return AnomalyScorer(exact_prior(clean, cfg), cfg.prior, cfg.sampler, cfg.maps, cfg.score, None,
                          mask_threshold=0.5, level_model=LEVEL)
