@@ -33,7 +33,7 @@ def _to_v2_layout(run: Path) -> None:
             read_recon(row["map_uri"], paths.recon_uri(row["image_id"])).save(run / "recons" / f"{key}.png")
             uris.append(str(run / "maps" / f"{key}.npy"))
         table = table.set_column(table.schema.get_field_index("map_uri"), "map_uri", pa.array(uris, pa.string()))
-        pq.write_table(table.cast(RESULT_SCHEMA_V2), part)
+        pq.write_table(table.drop_columns(["p_value"]).cast(RESULT_SCHEMA_V2), part)  # v2 had no p-values
     for chunk in (run / "maps").glob("*.npz"):
         chunk.unlink()
 
