@@ -14,8 +14,11 @@ import threading
 import time
 from collections.abc import Iterator
 
-SLOW_DOWN = (b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\nContent-Length: 95\r\n"
-             b"\r\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>\n  ")
+_SLOW_DOWN_BODY = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>\n"
+# as S3 answers: its Content-Length is the body's (it said 95 for 90 bytes, and a client that read the body of a
+# refused GET failed on the length instead of retrying the 503)
+SLOW_DOWN = (b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\n"
+             + f"Content-Length: {len(_SLOW_DOWN_BODY)}\r\n\r\n".encode() + _SLOW_DOWN_BODY)
 
 
 class FaultyS3:
