@@ -18,11 +18,10 @@ from diffusers import UNet2DModel
 from mdps_ray.api import Detector
 from mdps_ray.config.method import MdpsConfig, upgrade_stored
 from mdps_ray.config.overrides import validate
-from mdps_ray.core import masking
 from mdps_ray.data.images import iter_batches, load_images, load_masks, mask_side, native_mask_size, read_mask
 from mdps_ray.data.records import ImageRecord, detect_layout, list_records
 from mdps_ray.data.splits import split_holdout
-from mdps_ray.method.calibration import Calibration, fit_calibration, resolve_mask_threshold
+from mdps_ray.method.calibration import Calibration, fit_calibration, resolve_mask_threshold, set_threshold
 from mdps_ray.method.positions import fit_position_priors
 from mdps_ray.method.scorer import AnomalyScorer, StageOutput
 from mdps_ray.method.training import PriorTrainer, fit_prior
@@ -120,10 +119,7 @@ def evaluate_local(
     stage1: list[StageOutput | None] = [None] * len(batches)
     if scorer.sampler.mask.mode == "transductive":
         stage1 = [scorer.stage1(y, ids) for y, ids in batches]
-        evidence = [scorer.mask_evidence(m, y) for m, (y, _) in zip(stage1, batches, strict=True) if m is not None]
-        lo = min(float(m.min()) for m in evidence)
-        hi = max(float(m.max()) for m in evidence)
-        transductive = masking.transductive_threshold(lo, hi, scorer.sampler.mask.fraction)
+        transductive = set_threshold(scorer, batches, stage1)
         threshold = resolve_mask_threshold(scorer.sampler.mask, transductive, scorer.mask_threshold)
     results = [scorer.score(y, ids, threshold, s1) for (y, ids), s1 in zip(batches, stage1, strict=True)]
     seconds = (time.monotonic() - start) / max(len(records), 1)

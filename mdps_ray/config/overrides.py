@@ -48,7 +48,8 @@ def _shown(item: str) -> str:
     """How a malformed item is named in its error: its leading key-like part only, cut after any secret-looking word
     (a value typed without '=' may follow it directly)."""
     text = item.strip()
-    lead = (re.match(r"[\w.\-]*", text) or re.match("", text))[0]  # type: ignore[index]
+    found = re.match(r"[\w.\-]*", text)
+    lead = found[0] if found else ""
     secret = re.search("|".join(SECRET_WORDS), lead, re.IGNORECASE)
     if secret:
         lead = lead[:secret.end()]

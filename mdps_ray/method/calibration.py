@@ -213,7 +213,7 @@ def fit_calibration(
     if fitting or mask_cfg.mode != "none":
         first = [_ticked(first_pass(scorer, y, batch_ids), tick, len(batch_ids)) for y, batch_ids in batches]
     level_model, mask_threshold = _fit_part(scorer, batches, first, set(ids))
-    transductive = _transductive(scorer, batches, first, level_model)
+    transductive = set_threshold(scorer, batches, first, level_model)
     folds = cross_folds(ids) if fitting else [set(ids)]
     scores = []
     for held in folds:
@@ -275,9 +275,10 @@ def _subset(batches: list[tuple[torch.Tensor, list[str]]], first: list[Any],
     return out
 
 
-def _transductive(scorer: Any, batches: list[tuple[torch.Tensor, list[str]]], first: list[Any],
-                  level_model: LevelModel | None) -> float | None:
-    """Mask mode ``transductive``: the official rule's threshold over this set's stage-1 evidence, else None."""
+def set_threshold(scorer: Any, batches: list[tuple[torch.Tensor, list[str]]], first: list[Any],
+                  level_model: LevelModel | None = None) -> float | None:
+    """Mask mode ``transductive``: the official rule's threshold, lo + f·(hi − lo) over this set's stage-1
+    evidence (``first``: each batch's stage-1 pass), else None."""
     mask = scorer.sampler.mask
     if mask.mode != "transductive":
         return None

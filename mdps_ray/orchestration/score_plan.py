@@ -27,7 +27,7 @@ from mdps_ray.data.manifest import build_manifest
 from mdps_ray.data.records import list_records
 from mdps_ray.method.calibration import Calibration, stale_calibration
 from mdps_ray.orchestration.score_models import ModelSet, list_manifest_for
-from mdps_ray.storage.checkpoints import load_calibration, read_model_meta, validate_model
+from mdps_ray.storage.checkpoints import validate_model
 from mdps_ray.storage.ledger import read_ledger, scored_keys
 from mdps_ray.storage.results import RESULTS_SCHEMA_VERSION, read_table, table_bytes
 from mdps_ray.storage.runs import RunPaths
@@ -63,8 +63,8 @@ class RunSummary:
 def method_config(job: ScoreJobConfig) -> tuple[MdpsConfig, str, Calibration | None]:
     """The model's config with the job's overrides, its digest and calibration; the whole model is loaded and
     checked here, in the driver, so a damaged one is one line before any actor starts."""
-    meta, stored = read_model_meta(job.model, job.storage_options)
-    validate_model(job.model, job.storage_options)
+    loaded = validate_model(job.model, job.storage_options)  # config, digest and calibration, all checked
+    stored = loaded.config
     cfg = apply_overrides(stored, job.method_patch(), source="method")
     if cfg.prior != stored.prior:  # here, before Ray starts; the actors' Detector.load refuses it too
         raise ConfigError("expected no prior.* overrides at scoring time: the prior is fixed by the model "
@@ -72,11 +72,11 @@ def method_config(job: ScoreJobConfig) -> tuple[MdpsConfig, str, Calibration | N
     if cfg.tiling.enabled and cfg.tiling.read_size == "native":
         raise ConfigError(f"expected tiling.read_size in pixels to score {job.model}, got native: a model's native "
                           "side is fixed when its prior is trained; leave tiling.read_size unset to use it")
-    calibration = load_calibration(job.model, job.storage_options)
+    calibration = loaded.calibration
     stale = stale_calibration(calibration, cfg, job.model)
     if stale:  # here, in the driver: the actors' copy of this warning does not reach the terminal
         warnings.warn(stale, UserWarning, stacklevel=2)
-    return cfg, meta["weights_digest"], calibration
+    return cfg, loaded.digest, calibration
 
 
 def with_absolute_paths(job: ScoreJobConfig) -> ScoreJobConfig:
