@@ -27,7 +27,7 @@ from mdps_ray.data.manifest import build_manifest
 from mdps_ray.data.records import list_records
 from mdps_ray.method.calibration import Calibration, stale_calibration
 from mdps_ray.orchestration.score_models import ModelSet, list_manifest_for
-from mdps_ray.storage.checkpoints import validate_model
+from mdps_ray.storage.checkpoints import read_model_meta, validate_model
 from mdps_ray.storage.ledger import read_ledger, scored_keys
 from mdps_ray.storage.results import RESULTS_SCHEMA_VERSION, read_table, table_bytes
 from mdps_ray.storage.runs import RunPaths
@@ -63,6 +63,7 @@ class RunSummary:
 def method_config(job: ScoreJobConfig) -> tuple[MdpsConfig, str, Calibration | None]:
     """The model's config with the job's overrides, its digest and calibration; the whole model is loaded and
     checked here, in the driver, so a damaged one is one line before any actor starts."""
+    read_model_meta(job.model, job.storage_options)  # a folder that is no model: the message naming mdps.json first
     loaded = validate_model(job.model, job.storage_options)  # config, digest and calibration, all checked
     stored = loaded.config
     cfg = apply_overrides(stored, job.method_patch(), source="method")
