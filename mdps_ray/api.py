@@ -28,6 +28,7 @@ from mdps_ray.method.scorer import AnomalyScorer, ScoreResult
 from mdps_ray.models.backbones import build_backbone
 from mdps_ray.models.runtime import check_device, prepare_unet, unet_denoiser
 from mdps_ray.storage.checkpoints import load_prior
+from mdps_ray.storage.promotion import resolve_model
 from mdps_ray.storage.uris import read_bytes
 from mdps_ray.storage.weights import load_backbone_weights
 
@@ -127,6 +128,7 @@ class Detector:
         (off when recalibrating, which replaces it). ``transductive_threshold`` is the scored set's
         τ from a transductive first pass (mask mode ``transductive``).
         """
+        model_uri = resolve_model(model_uri, storage_options)  # a promoted model: its current version
         loaded = load_prior(model_uri, storage_options)
         cfg = loaded.config if config is None else config.model_copy(update={"prior": loaded.config.prior})
         cfg = apply_overrides(cfg, overrides)

@@ -31,6 +31,7 @@ from mdps_ray.metrics.reconstruction import psnr, ssim
 from mdps_ray.metrics.reduce import REDUCE_COLUMNS, RowLoaders, reduce_table
 from mdps_ray.storage.checkpoints import save_calibration
 from mdps_ray.storage.maps import read_map
+from mdps_ray.storage.promotion import resolve_model
 from mdps_ray.storage.runs import RunPaths, read_results
 from mdps_ray.storage.uris import exists, read_json, write_json
 
@@ -165,6 +166,7 @@ def calibrate_model(model: str, data: str, holdout_fraction: float = 0.1, target
     given the data a model was trained on, it calibrates on exactly the images training left out (in
     batches of 8, on ``device``: ``auto`` is cuda when this process sees a GPU).
     """
+    model = resolve_model(model, storage_options)  # a promoted model: its current version is recalibrated
     where = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                          "cpu" if device == "auto" else device)
     det = Detector.load(model, device=where, storage_options=storage_options, overrides=overrides or {},

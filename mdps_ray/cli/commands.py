@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -46,6 +47,9 @@ def _checked(kind: type, ok: Callable[[Any], bool], wanted: str) -> Callable[[st
 
 _positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
 _fraction = _checked(float, lambda v: 0.0 < v < 1.0, "a number in (0, 1)")
+_date = _checked(str, lambda v: re.fullmatch(r"\d{4}-\d{2}-\d{2}", v) is not None, "a date YYYY-MM-DD")
+# `mdps trend --fail-on-drift` when a night drifted: not an error of the command (2) nor of storage (3).
+DRIFT_EXIT = 4
 
 
 def _yaml_file(path: str | None) -> dict[str, Any]:
@@ -239,6 +243,64 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trend(args: argparse.Namespace) -> int:
+    from mdps_ray.cli.tables import format_table
+    from mdps_ray.monitoring.trend import TABLE_COLUMNS, drifted_nights, trend_table, write_trend
+    from mdps_ray.storage.uris import absolute, join
+
+    so = access_options(args)
+    table = trend_table(args.out, so, since=args.since)
+    if table.num_rows == 0:
+        print(f"no committed runs under {args.out}" + (f" from {args.since}" if args.since else ""))
+        return 0
+    print(format_table(TABLE_COLUMNS, [[r[c] for c in TABLE_COLUMNS] for r in table.to_pylist()]))
+    for uri in write_trend(table, args.dir or join(absolute(args.out), "_trend"), so):
+        print(uri)
+    drifted = drifted_nights(table)
+    for r in drifted:
+        print(f"mdps: drift: night {r['night']} category {r['category']} (run {r['run_id']}): {r['drift']}",
+              file=sys.stderr)
+    if drifted and args.fail_on_drift:
+        nights = sorted({r["night"] for r in drifted})
+        print(f"mdps: error: {len(nights)} night(s) drifted from the calibration normals: {', '.join(nights)}",
+              file=sys.stderr)
+        return DRIFT_EXIT
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from mdps_ray.monitoring.compare import compare_runs
+    from mdps_ray.storage.uris import absolute
+
+    run_a, run_b = args.run_a.rstrip("/"), args.run_b.rstrip("/")
+    out_dir = args.dir or f"{absolute(run_b)}/_compare/{run_a.rsplit('/', 1)[-1]}"
+    facts = compare_runs(absolute(run_a), absolute(run_b), absolute(out_dir), access_options(args))
+    print(f"{facts['images_compared']} images in both runs: {facts['flagged_by_b']} flagged by B only, "
+          f"{facts['cleared_by_b']} cleared by B; Spearman rho {facts['spearman_rho']}; "
+          f"only in A {facts['only_in_a']}, only in B {facts['only_in_b']}")
+    print(absolute(out_dir))
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from mdps_ray.storage.promotion import promote, rollback
+    from mdps_ray.storage.uris import absolute
+
+    so = access_options(args)
+    if args.rollback:
+        if args.candidate:
+            raise ValueError("expected either a CANDIDATE or --rollback, got both; --rollback needs only --to")
+        record = rollback(absolute(args.to), so)
+        print(f"rolled back {args.to}: current {record['current']} (was {record['previous']})")
+        return 0
+    if not args.candidate:
+        raise ValueError("expected a CANDIDATE model directory to promote (or --rollback), got none")
+    record = promote(absolute(args.candidate), absolute(args.to), so)
+    print(f"promoted {args.candidate} to {args.to}: current {record['current']} (previous "
+          f"{record['previous']}; `mdps promote --rollback --to {args.to}` returns to it)")
+    return 0
+
+
 def add_score_args(p: argparse.ArgumentParser) -> None:
     """Arguments of `mdps score` and of `jobs/score.py` (the same)."""
     p.add_argument("--model", help="model directory URI (from `mdps train`), or a models root of <category>/model/ "
@@ -327,6 +389,28 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("run_id", nargs="?", help="show this run: counts, metrics, model, config")
     _add_access_args(runs)
     runs.set_defaults(func=cmd_runs)
+
+    trend = sub.add_parser("trend", help="night by night: images, flags, scores and drift of every committed run")
+    trend.add_argument("out", help="the output prefix given to `mdps score --out`")
+    trend.add_argument("--since", type=_date, help="only nights from this date (YYYY-MM-DD) on")
+    trend.add_argument("--dir", help="where trend.parquet/.csv/.png go (default: <out>/_trend)")
+    trend.add_argument("--fail-on-drift", action="store_true",
+                       help=f"exit {DRIFT_EXIT} with one line when a night shown drifted (for a scheduled alert)")
+    _add_access_args(trend)
+    trend.set_defaults(func=cmd_trend)
+    compare = sub.add_parser("compare", help="two runs over the same images: verdict flips, rank correlation")
+    compare.add_argument("run_a", help="a committed run directory URI (e.g. the current model's)")
+    compare.add_argument("run_b", help="a committed run directory URI over the same images (e.g. a candidate's)")
+    compare.add_argument("--dir", help="where flips.parquet, compare.json and compare.html go "
+                                       "(default: <run_b>/_compare/<run_a id>)")
+    _add_access_args(compare)
+    compare.set_defaults(func=cmd_compare)
+    promote = sub.add_parser("promote", help="make a candidate model the one a model URI names (atomic, rollback)")
+    promote.add_argument("candidate", nargs="?", help="the model directory to promote (from `mdps train`)")
+    promote.add_argument("--to", required=True, help="the model URI the nightly job reads (--model)")
+    promote.add_argument("--rollback", action="store_true", help="return --to to its previous version")
+    _add_access_args(promote)
+    promote.set_defaults(func=cmd_promote)
 
     demo = sub.add_parser("demo", help="offline demo: train, calibrate and score a small dataset in-process")
     _add_config_args(demo)

@@ -2,6 +2,7 @@
 
     2  the inputs or the configuration (fix them and rerun)
     3  storage unavailable past the retry budget (nothing committed; the same command resumes)
+    4  `mdps trend --fail-on-drift`: a night drifted from the calibration normals (an alert, not a failure)
     130  interrupted (the same command resumes)
 
 Errors raised in Ray actors and tasks arrive wrapped (RayTaskError, ActorDiedError, Ray Data's

@@ -18,6 +18,7 @@ from mdps_ray.storage.results import (
     RESULT_SCHEMA_V1,
     RESULT_SCHEMA_V2,
     RESULT_SCHEMA_V3,
+    RESULT_SCHEMA_V4,
     RESULTS_SCHEMA_VERSION,
 )
 
@@ -47,6 +48,7 @@ def render_schemas() -> dict[str, dict[str, Any]]:
     out["results.v1.arrow.json"] = arrow_schema_json(RESULT_SCHEMA_V1)  # still read (upgraded on read)
     out["results.v2.arrow.json"] = arrow_schema_json(RESULT_SCHEMA_V2)  # still read (upgraded on read)
     out["results.v3.arrow.json"] = arrow_schema_json(RESULT_SCHEMA_V3)  # still read (upgraded on read)
+    out["results.v4.arrow.json"] = arrow_schema_json(RESULT_SCHEMA_V4)  # still read (upgraded on read)
     out[f"results.v{RESULTS_SCHEMA_VERSION}.arrow.json"] = arrow_schema_json(RESULT_SCHEMA)
     out["manifest.v1.arrow.json"] = arrow_schema_json(MANIFEST_SCHEMA)
     return out

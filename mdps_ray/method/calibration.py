@@ -30,6 +30,7 @@ import torch
 
 from mdps_ray.config.method import MaskConfig, MdpsConfig, method_hash
 from mdps_ray.core import maps, masking
+from mdps_ray.core.acquisition import ACQUISITION_STATS, acquisition_stats
 from mdps_ray.core.maps import LevelModel
 from mdps_ray.core.scores import score_summary
 from mdps_ray.method.conformal import conformal_threshold, cross_folds, fpr_bound, normals_needed
@@ -57,6 +58,8 @@ class Calibration:
         fpr_bound_90: the rate this threshold stays under with 90 % probability over that draw (None: older file).
         normal_scores: the n cross-fitted normal scores, ascending (the p-values' reference; empty: older file).
         folds: how many cross-fitting folds scored them (0: older file).
+        normal_acquisition: per statistic of ``core.acquisition`` (brightness, contrast, sharpness), its value on
+            each held-out normal, in image order (the nightly drift's reference; empty: older file).
     """
 
     mask_threshold: float | None
@@ -73,6 +76,7 @@ class Calibration:
     fpr_bound_90: float | None = None
     normal_scores: tuple[float, ...] = ()
     folds: int = 0
+    normal_acquisition: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         finite = {"score_threshold": self.score_threshold, "target_fpr": self.target_fpr,
@@ -115,6 +119,7 @@ class Calibration:
             data["level_model"] = {"beta": list(self.level_model.beta), "lo": self.level_model.lo,
                                    "hi": self.level_model.hi, "features": self.level_model.features}
         data["normal_scores"] = list(self.normal_scores)
+        data["normal_acquisition"] = {k: list(v) for k, v in self.normal_acquisition.items()}
         return {"version": CALIBRATION_VERSION, **data}
 
     @classmethod
@@ -127,6 +132,8 @@ class Calibration:
         fields["score_stats"] = {_OLD_SUMMARY_KEYS.get(k, k): v for k, v in stats.items()}
         fields["level_model"] = level_model_from_json(fields.get("level_model"))
         fields["normal_scores"] = tuple(float(v) for v in fields.get("normal_scores") or ())
+        fields["normal_acquisition"] = {k: tuple(float(x) for x in v)
+                                        for k, v in (fields.get("normal_acquisition") or {}).items()}
         return cls(**fields)
 
 
@@ -243,7 +250,14 @@ def fit_calibration(
         fpr_bound_90=fpr_bound(normal.numel(), target_fpr, 0.9),
         normal_scores=tuple(float(v) for v in normal.sort().values),
         folds=len(folds),
+        normal_acquisition=normal_acquisition(batches),
     )
+
+
+def normal_acquisition(batches: list[tuple[torch.Tensor, list[str]]]) -> dict[str, tuple[float, ...]]:
+    """The acquisition statistics (``core.acquisition``) of every calibration image, one tuple per statistic."""
+    stats = torch.cat([acquisition_stats(y).cpu() for y, _ in batches])
+    return {name: tuple(float(v) for v in stats[:, j]) for j, name in enumerate(ACQUISITION_STATS)}
 
 
 def _fit_part(scorer: Any, batches: list[tuple[torch.Tensor, list[str]]], first: list[Any],

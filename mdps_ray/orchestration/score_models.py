@@ -22,6 +22,7 @@ from mdps_ray.config.method import ConfigError, MdpsConfig, scoring_hash
 from mdps_ray.data.manifest import build_manifest
 from mdps_ray.data.records import ImageRecord, detect_layout, list_records
 from mdps_ray.method.calibration import Calibration
+from mdps_ray.storage.promotion import POINTER, resolve_model
 from mdps_ray.storage.results import rows_to_table
 from mdps_ray.storage.uris import exists, fresh, join
 
@@ -89,26 +90,29 @@ def _combined(parts: dict[Any, str]) -> str:
 def model_categories(uri: str, storage_options: dict[str, Any] | None = None) -> list[str] | None:
     """The categories of a models root (sub-folders with ``model/mdps.json``); None for a model directory
     or a folder with neither (reading it as a model then says what was expected)."""
-    if exists(join(uri, "mdps.json"), storage_options):
+    if exists(join(uri, "mdps.json"), storage_options) or exists(join(uri, POINTER), storage_options):
         return None
     fs, path = fresh(uri, storage_options)
     if not fs.isdir(path):
         return None
     subs = sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(path, detail=True)
                   if e.get("type") == "directory")
-    found = [c for c in subs if fs.exists(f"{path.rstrip('/')}/{c}/model/mdps.json")]
+    base = path.rstrip("/")
+    found = [c for c in subs if any(fs.exists(f"{base}/{c}/model/{name}") for name in ("mdps.json", POINTER))]
     return found or None
 
 
 def load_models(job: ScoreJobConfig, load: Any) -> ModelSet:
-    """The job's priors; ``load(job)`` gives (config, digest, calibration) of ``job.model`` (score_plan)."""
+    """The job's priors; ``load(job)`` gives (config, digest, calibration) of ``job.model`` (score_plan). A promoted
+    model is resolved here, once: the actors get the version it named when the job started."""
     categories = model_categories(job.model, job.storage_options)
     if categories is None:
-        cfg, digest, cal = load(job)
-        return ModelSet(job.model, {None: CategoryModel(job.model, cfg, digest, cfg.digest(), cal)})
+        uri = resolve_model(job.model, job.storage_options)
+        cfg, digest, cal = load(job.model_copy(update={"model": uri}))
+        return ModelSet(job.model, {None: CategoryModel(uri, cfg, digest, cfg.digest(), cal)})
     models: dict[str | None, CategoryModel] = {}
     for c in categories:
-        uri = join(job.model, c, "model")
+        uri = resolve_model(join(job.model, c, "model"), job.storage_options)
         cfg, digest, cal = load(job.model_copy(update={"model": uri}))
         models[c] = CategoryModel(uri, cfg, digest, cfg.digest(), cal)
     grids = {(m.cfg.read_size, m.cfg.maps.crop) for m in models.values()}

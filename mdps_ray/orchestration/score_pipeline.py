@@ -40,6 +40,7 @@ from mdps_ray.orchestration.score_plan import (
     drift,
     load_or_list_manifest,
     method_config,
+    night_summary,
     pending_rows,
     per_category_counts,
     run_identity,
@@ -315,7 +316,7 @@ def _run_record(job: ScoreJobConfig, models: ModelSet, plan: PoolPlan, table: pa
         "backbone_digest": backbones[0] if backbones else None, "calibration": None if cal is None else cal.to_json(),
         "pool": plan.__dict__, "counts": {"rows": table.num_rows, "errors": n_err, "scored_this_attempt": scored},
         "seconds": seconds, "dt": dt, "finished_at": datetime.now(UTC).isoformat(),
-        "score_stats": stats, "drift": drift(table, stats, cal),
+        "score_stats": stats, "drift": drift(table, stats, cal), "night": night_summary(table, models),
     }
     if not models.single:
         record["models"] = models.describe()

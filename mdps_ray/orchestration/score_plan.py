@@ -26,10 +26,11 @@ from mdps_ray.core.scores import score_summary
 from mdps_ray.data.manifest import build_manifest
 from mdps_ray.data.records import list_records
 from mdps_ray.method.calibration import Calibration, stale_calibration
+from mdps_ray.metrics.drift import acquisition_drift
 from mdps_ray.orchestration.score_models import ModelSet, list_manifest_for
 from mdps_ray.storage.checkpoints import read_model_meta, validate_model
 from mdps_ray.storage.ledger import read_ledger, scored_keys
-from mdps_ray.storage.results import RESULTS_SCHEMA_VERSION, read_table, table_bytes
+from mdps_ray.storage.results import ACQUISITION_COLUMNS, RESULTS_SCHEMA_VERSION, read_table, table_bytes
 from mdps_ray.storage.runs import RunPaths
 from mdps_ray.storage.uris import absolute, exists, write_bytes
 
@@ -255,6 +256,30 @@ def drift(table: pa.Table, stats: dict[str, float], cal: Calibration | None) -> 
     return {"mean_shift_in_std": (stats["mean"] - ref["mean"]) / std, "median_today": stats["q50"],
             "median_calibration": ref.get("q50", float("nan")),
             "fraction_above_threshold": float(np.mean(flagged)) if flagged else float("nan")}
+
+
+def night_summary(table: pa.Table, models: ModelSet) -> dict[str, dict[str, Any]]:
+    """Per category of a run's rows: images, flags, score summary and the drift of its acquisition statistics
+    against its model's calibration normals (``metrics/drift.py``): what ``mdps trend`` reads from ``run.json``
+    instead of every row of every night."""
+    ok = table.filter(pc.equal(table.column("status"), "ok"))
+    out = {}
+    for cat in sorted(pc.unique(table.column("category")).to_pylist()):
+        rows = ok.filter(pc.equal(ok.column("category"), cat))
+        model = models.model_for(cat)
+        cal = None if model is None else model.calibration
+        flags = pc.drop_null(rows.column("is_anomalous"))
+        today = {c.removeprefix("input_"): pc.drop_null(rows.column(c)).to_numpy() for c in ACQUISITION_COLUMNS}
+        p_values = pc.drop_null(rows.column("p_value")).to_numpy()
+        scores = rows.column("score").to_numpy(zero_copy_only=False)
+        drift = acquisition_drift(today, {} if cal is None else cal.normal_acquisition, p_values)
+        out[cat] = {"images": rows.num_rows,
+                    "errors": int(pc.sum(pc.equal(table.column("category"), cat)).as_py() or 0) - rows.num_rows,
+                    "flagged": int(pc.sum(flags).as_py() or 0) if len(flags) else None,
+                    "score_stats": score_summary(torch.tensor(np.asarray(scores, dtype=np.float64))),
+                    "reference": "calibration" if cal is not None and cal.normal_acquisition else None,
+                    "drift": drift}
+    return out
 
 
 def per_category_counts(table: pa.Table, models: ModelSet) -> dict[str, dict[str, Any]]:

@@ -22,13 +22,14 @@ import torch
 from mdps_ray.api import Detector
 from mdps_ray.config.jobs import ScoreJobConfig
 from mdps_ray.config.method import scoring_hash
+from mdps_ray.core.acquisition import acquisition_stats
 from mdps_ray.data.decode import Batch
 from mdps_ray.method.batching import CPU_BATCH, ChunkedScorer, default_batch, splittable
 from mdps_ray.method.calibration import is_anomalous
 from mdps_ray.method.scorer import ScoreResult
 from mdps_ray.orchestration.faults import Faults, after_staged_batch
 from mdps_ray.storage.maps import member_uri, write_chunk
-from mdps_ray.storage.results import part_name, rows_to_table, table_bytes, text_or_none
+from mdps_ray.storage.results import ACQUISITION_COLUMNS, part_name, rows_to_table, table_bytes, text_or_none
 from mdps_ray.storage.runs import RunPaths, object_key
 from mdps_ray.storage.uris import join, write_bytes
 from mdps_ray.testing.scorer_double import ZeroCostDetector
@@ -80,6 +81,7 @@ class ScoringWorker:
             ids = [str(batch["image_id"][i]) for i in ok]
             y = torch.from_numpy(np.stack([batch["pixels"][i] for i in ok])).to(self.detector.device)
             host = self._to_host(self.score(y, ids))
+            host["acquisition"] = acquisition_stats(y).cpu().numpy()
             seconds = (time.monotonic() - start) / len(ok)
             chunk = self.paths.chunk_uri(part) if self.job.write_maps else None
             rows += [self._ok_row(batch, i, k, host, seconds, chunk) for k, i in enumerate(ok)]
@@ -160,6 +162,7 @@ class ScoringWorker:
             "is_anomalous": None if flags is None else bool(flags[k]),
             "p_value": None if p is None else float(p[k]),
             "map_uri": map_uri, "map_max": float(amap.max()), "map_mean": float(amap.mean()),
+            **dict(zip(ACQUISITION_COLUMNS, (float(v) for v in host["acquisition"][k]), strict=True)),
             "anomalous_area_fraction": None if area is None else float(area[k]),
             "seconds": seconds,
         }

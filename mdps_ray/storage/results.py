@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from mdps_ray.storage.uris import read_bytes
 
-RESULTS_SCHEMA_VERSION = 4
+RESULTS_SCHEMA_VERSION = 5
 _V1_FIELDS: list[tuple[str, pa.DataType]] = [
     ("run_id", pa.string()),
     ("image_id", pa.string()),
@@ -51,19 +51,31 @@ RESULT_SCHEMA_V3 = RESULT_SCHEMA_V2.with_metadata({"mdps_ray.results_schema_vers
 # v4 adds p_value after is_anomalous: the image's conformal p-value against the calibration normals,
 # (1 + #{normal scores >= score}) / (n + 1); null without a calibration or with one that predates stored scores.
 _AT_P = RESULT_SCHEMA_V3.names.index("is_anomalous") + 1
-RESULT_SCHEMA = RESULT_SCHEMA_V3.insert(_AT_P, pa.field("p_value", pa.float64())).with_metadata(
-    {"mdps_ray.results_schema_version": str(RESULTS_SCHEMA_VERSION)})
+RESULT_SCHEMA_V4 = RESULT_SCHEMA_V3.insert(_AT_P, pa.field("p_value", pa.float64())).with_metadata(
+    {"mdps_ray.results_schema_version": "4"})
+# v5 adds the input's acquisition statistics after map_mean (core/acquisition.py: brightness, contrast, sharpness
+# of the image as scored), which the nightly drift compares with the calibration normals'; null in older rows.
+ACQUISITION_COLUMNS = ("input_brightness", "input_contrast", "input_sharpness")
+_AT_A = RESULT_SCHEMA_V4.names.index("map_mean") + 1
+RESULT_SCHEMA = pa.schema([*list(RESULT_SCHEMA_V4)[:_AT_A], *(pa.field(c, pa.float64()) for c in ACQUISITION_COLUMNS),
+                           *list(RESULT_SCHEMA_V4)[_AT_A:]],
+                          metadata={"mdps_ray.results_schema_version": str(RESULTS_SCHEMA_VERSION)})
 
 
 def upgrade(table: pa.Table) -> pa.Table:
     """A table of any published result schema version as the current one (v1 rows: no backbone digest; v1-v3
-    rows: no p-value; v2 rows name ``.npy`` maps that read through the same ``read_map`` as v3's chunks)."""
+    rows: no p-value; v1-v4 rows: no acquisition statistics; v2 rows name ``.npy`` maps that read through the
+    same ``read_map`` as v3's chunks)."""
     bare = table.schema.remove_metadata()
     if bare.equals(RESULT_SCHEMA_V1.remove_metadata()):
         table = table.add_column(_AT, RESULT_SCHEMA_V2.field("backbone_digest"), pa.nulls(table.num_rows, pa.string()))
         bare = table.schema.remove_metadata()
     if bare.equals(RESULT_SCHEMA_V3.remove_metadata()):
         table = table.add_column(_AT_P, RESULT_SCHEMA.field("p_value"), pa.nulls(table.num_rows, pa.float64()))
+        bare = table.schema.remove_metadata()
+    if bare.equals(RESULT_SCHEMA_V4.remove_metadata()):
+        for k, name in enumerate(ACQUISITION_COLUMNS):
+            table = table.add_column(_AT_A + k, RESULT_SCHEMA.field(name), pa.nulls(table.num_rows, pa.float64()))
     return table.replace_schema_metadata(RESULT_SCHEMA.metadata)
 
 

@@ -62,6 +62,15 @@ def heat(amap: np.ndarray, hi: float) -> np.ndarray:
     return ((1 - f) * RAMP[i] + f * RAMP[i + 1]).astype(np.uint8)
 
 
+def thumbnail(image: bytes | np.ndarray) -> str:
+    """An encoded image file or an (H, W[, 3]) uint8 array as a PNG data URI, at most :data:`DISPLAY` px."""
+    if isinstance(image, bytes):
+        shown = _shown(_rgb(decode_native(image)))
+    else:
+        shown = _shown(Image.fromarray(image)).resize((DISPLAY, DISPLAY), Image.Resampling.NEAREST)
+    return _png(np.asarray(shown))
+
+
 def _centre(img: Image.Image, frac_h: float, frac_w: float) -> Image.Image:
     """The centre ``frac`` of an image (the region a cropped map covers)."""
     w, h = img.size

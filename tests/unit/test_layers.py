@@ -1,7 +1,7 @@
 """The layering rule, checked over the whole package: every import points down the layer order.
 
     config → core → models → method → storage → data → metrics → api → {workflows, visualization, testing}
-    → orchestration → cli
+    → {orchestration, monitoring} → cli
 
 A module may import its own package and any package of a lower layer, never one of its own layer
 or above. On top: the core is pure (torch and the standard library), only orchestration imports
@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "visualization": 8,
     "testing": 8,
     "orchestration": 9,
+    "monitoring": 9,
     "cli": 10,
 }
 CORE_ALLOWED = {"torch", "math", "hashlib", "functools", "typing", "collections", "dataclasses", "__future__"}
