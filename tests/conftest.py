@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,24 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_unet: torch.nn.Mod
     holdout = list_mvtec(str(synthetic_root), "train")[:6]
     cal = calibrate_local(make_scorer(tiny_unet), holdout, 8, torch.device("cpu"), model_digest=digest)
     save_calibration(cal, str(model))
+    return model
+
+
+@pytest.fixture(scope="session")
+def candidate_model(tmp_path_factory: pytest.TempPathFactory, tiny_unet: torch.nn.Module,
+                    synthetic_root: Path) -> Path:
+    """A second prior for comparisons and promotion: the tiny one perturbed (another digest), calibrated on the
+    same normals as :func:`tiny_model`."""
+    unet = copy.deepcopy(tiny_unet)
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    model = tmp_path_factory.mktemp("candidate") / "model"
+    digest = save_prior(unet, CONFIG, str(model))  # type: ignore[arg-type]
+    holdout = list_mvtec(str(synthetic_root), "train")[:6]
+    save_calibration(calibrate_local(make_scorer(unet), holdout, 8, torch.device("cpu"), model_digest=digest),
+                     str(model))
     return model
 
 

@@ -8,13 +8,14 @@ image added, one rewritten in place and one deleted. What each night holds is wh
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from PIL import Image
+from PIL import Image, ImageEnhance
 
 from mdps_ray.cli.commands import main
 
@@ -71,3 +72,58 @@ def test_three_nights_on_s3(s3, ray_local, tiny_model: Path, tmp_path: Path,
     assert again == run3 and same == night3
     _, first_again = _night(s3, job, "2026-12-01", capsys)
     assert first_again == night1  # committed nights are never rewritten: c.png's row stays in night 1
+
+
+def test_trend_compare_and_promote_on_s3(s3, ray_local, tiny_model: Path, candidate_model: Path, synthetic_root: Path,
+                                         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The nightly story's other half on S3: three nights (the third brightened), `mdps trend` reading only run.json
+    and writing its files to the bucket, a candidate compared over the same images, promoted, then rolled back."""
+    fs = s3.fs()
+    root = f"{s3.bucket}/watch"
+    normals = sorted((synthetic_root / "train" / "good").glob("*.png"))
+    for k, p in enumerate(normals[6:22]):  # nights 1 and 2: ordinary images; night 3: the same kind, brighter
+        fs.pipe_file(f"{root}/archive-{1 + k // 8}/{p.name}", p.read_bytes())
+    for p in normals[:8]:
+        buf = io.BytesIO()
+        ImageEnhance.Brightness(Image.open(p).convert("RGB")).enhance(1.4).save(buf, format="PNG")
+        fs.pipe_file(f"{root}/archive-3/b-{p.name}", buf.getvalue())
+    model = s3.upload(tiny_model, "watch/model")
+    candidate = s3.upload(candidate_model, "watch/candidate")
+    access = tmp_path / "access.yaml"
+    access.write_text(yaml.safe_dump({"storage_options": s3.storage_options}))
+    out = f"s3://{root}/scores"
+    for night in (1, 2, 3):
+        job = tmp_path / f"night{night}.yaml"
+        job.write_text(yaml.safe_dump({"model": model, "data": f"s3://{root}/archive-{night}", "out": out,
+                                       "storage_options": s3.storage_options}))
+        assert main(["score", "--incremental", "--config", str(job), "--set", f"date=2026-12-0{night}"]) == 0
+
+    capsys.readouterr()
+    assert main(["trend", out, "--config", str(access), "--fail-on-drift"]) == 4
+    err = capsys.readouterr().err
+    assert "2026-12-03" in err.splitlines()[-1] and "2026-12-01" not in err and "2026-12-02" not in err
+    trend = pq.read_table(io.BytesIO(fs.cat_file(f"{root}/scores/_trend/trend.parquet"))).to_pylist()
+    assert [(r["night"], r["drifted"], r["images"]) for r in trend] == [
+        ("2026-12-01", False, 8), ("2026-12-02", False, 8), ("2026-12-03", True, 8)]
+    assert fs.exists(f"{root}/scores/_trend/trend.png") and fs.exists(f"{root}/scores/_trend/trend.csv")
+
+    data = f"s3://{root}/archive-1"
+    runs = []
+    for name, m in (("current", model), ("shadow", candidate)):
+        job = tmp_path / f"{name}.yaml"
+        job.write_text(yaml.safe_dump({"model": m, "data": data, "out": f"s3://{root}/{name}",
+                                       "storage_options": s3.storage_options}))
+        assert main(["score", "--config", str(job)]) == 0
+        runs.append(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["compare", *runs, "--config", str(access)]) == 0
+    folder = capsys.readouterr().out.strip().splitlines()[-1]
+    assert folder.startswith(f"{runs[1]}/_compare/")
+    flips = pq.read_table(io.BytesIO(fs.cat_file(f"{folder}/flips.parquet")))
+    facts = json.loads(fs.cat_file(f"{folder}/compare.json"))
+    assert facts["images_compared"] == 8 and facts["flipped"] == flips.num_rows
+
+    assert main(["promote", candidate, "--to", model, "--config", str(access)]) == 0
+    pointer = json.loads(fs.cat_file(f"{root}/model/_CURRENT.json"))
+    assert pointer["previous"] == "." and fs.exists(f"{root}/model/{pointer['current']}/calibration.json")
+    assert main(["promote", "--rollback", "--to", model, "--config", str(access)]) == 0
+    assert json.loads(fs.cat_file(f"{root}/model/_CURRENT.json"))["current"] == "."

@@ -4,7 +4,6 @@ rollback; the outputs opened with pandas and DuckDB."""
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 from pathlib import Path
@@ -12,15 +11,10 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
-import torch
 from PIL import Image, ImageEnhance
 
 from mdps_ray.cli.commands import DRIFT_EXIT, main
-from mdps_ray.data.records import list_mvtec
-from mdps_ray.storage.checkpoints import save_calibration, save_prior
 from mdps_ray.storage.promotion import POINTER
-from mdps_ray.workflows import calibrate_local
-from tests.helpers.models import CONFIG, make_scorer
 
 pytestmark = pytest.mark.integration
 
@@ -41,23 +35,8 @@ def _score(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     return out[-1]
 
 
-@pytest.fixture(scope="module")
-def candidate(tmp_path_factory: pytest.TempPathFactory, tiny_unet: torch.nn.Module, synthetic_root: Path) -> Path:
-    """Another prior (the tiny one, perturbed): a different digest, calibrated on the same normals."""
-    unet = copy.deepcopy(tiny_unet)
-    gen = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for p in unet.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=gen))
-    model = tmp_path_factory.mktemp("candidate") / "model"
-    digest = save_prior(unet, CONFIG, str(model))  # type: ignore[arg-type]
-    holdout = list_mvtec(str(synthetic_root), "train")[:6]
-    save_calibration(calibrate_local(make_scorer(unet), holdout, 8, torch.device("cpu"), model_digest=digest),
-                     str(model))
-    return model
-
-
-def test_three_nights_a_drift_a_comparison_and_a_promotion(ray_local: None, tiny_model: Path, candidate: Path,
+def test_three_nights_a_drift_a_comparison_and_a_promotion(ray_local: None, tiny_model: Path,
+                                                           candidate_model: Path,
                                                            synthetic_root: Path, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     current = tmp_path / "models" / "bottle"  # the model URI the nightly job reads
@@ -94,7 +73,8 @@ def test_three_nights_a_drift_a_comparison_and_a_promotion(ray_local: None, tiny
     assert Image.open(out / "_trend" / "trend.png").size[0] > 0 and (tmp_path / "t" / "trend.png").exists()
 
     # shadow re-scoring: the candidate over the same archive, compared with the current model's run
-    shadow = _score(["--model", str(candidate), "--data", str(archive), "--out", str(tmp_path / "shadow")], capsys)
+    shadow = _score(["--model", str(candidate_model), "--data", str(archive), "--out", str(tmp_path / "shadow")],
+                    capsys)
     current_all = _score(["--model", str(current), "--data", str(archive), "--out", str(tmp_path / "cur")], capsys)
     assert main(["compare", current_all, shadow, "--dir", str(tmp_path / "cmp")]) == 0
     said = capsys.readouterr().out
@@ -113,7 +93,7 @@ def test_three_nights_a_drift_a_comparison_and_a_promotion(ray_local: None, tiny
     assert "<h1>mdps compare</h1>" in (tmp_path / "cmp" / "compare.html").read_text()
 
     # promote: the nightly's --model now names the candidate; a rollback returns to the model it replaced
-    assert main(["promote", str(candidate), "--to", str(current)]) == 0
+    assert main(["promote", str(candidate_model), "--to", str(current)]) == 0
     capsys.readouterr()
     pointer = json.loads((current / POINTER).read_text())
     assert pointer["previous"] == "." and (current / pointer["current"] / "mdps.json").exists()
@@ -124,7 +104,7 @@ def test_three_nights_a_drift_a_comparison_and_a_promotion(ray_local: None, tiny
     assert len(rows4) == n + 3 and set(rows4["model_digest"]) == set(b["model_digest"])
     record = json.loads((Path(night4) / "run.json").read_text())
     assert set(record["calibration"]["normal_scores"]) == set(
-        json.loads((candidate / "calibration.json").read_text())["normal_scores"])
+        json.loads((candidate_model / "calibration.json").read_text())["normal_scores"])
     assert main(["promote", "--rollback", "--to", str(current)]) == 0
     capsys.readouterr()
     again = _score(["--model", str(current), "--data", str(archive / "more"), "--out", str(tmp_path / "rb")], capsys)
