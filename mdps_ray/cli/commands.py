@@ -144,6 +144,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     summary = run_score_job(score_job_config(args))
     print(metrics_table(summary.metrics))
     print(f"scored {summary.n_images} images ({summary.n_errors} errors, {summary.n_scored_now} this attempt)")
+    for line in summary.drifted:  # the run is committed; the user is told that its images look different
+        print(f"mdps: warning: these images drifted from the calibration normals, {line} (see `mdps trend`)",
+              file=sys.stderr)
     print(f"next: `mdps report {summary.run_dir}` writes report.html; `mdps runs {summary.run_dir.rsplit('/', 1)[0]}`"
           " lists the committed runs; the rows are Parquet under results/")
     print(summary.run_dir)
@@ -253,7 +256,8 @@ def cmd_trend(args: argparse.Namespace) -> int:
     if table.num_rows == 0:
         print(f"no committed runs under {args.out}" + (f" from {args.since}" if args.since else ""))
         return 0
-    print(format_table(TABLE_COLUMNS, [[r[c] for c in TABLE_COLUMNS] for r in table.to_pylist()]))
+    shown = [{**r, "model": (r["model_digest"] or "")[:8]} for r in table.to_pylist()]
+    print(format_table(TABLE_COLUMNS, [[r[c] for c in TABLE_COLUMNS] for r in shown]))
     for uri in write_trend(table, args.dir or join(absolute(args.out), "_trend"), so):
         print(uri)
     drifted = drifted_nights(table)
@@ -401,8 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="two runs over the same images: verdict flips, rank correlation")
     compare.add_argument("run_a", help="a committed run directory URI (e.g. the current model's)")
     compare.add_argument("run_b", help="a committed run directory URI over the same images (e.g. a candidate's)")
-    compare.add_argument("--dir", help="where flips.parquet, compare.json and compare.html go "
-                                       "(default: <run_b>/_compare/<run_a id>)")
+    compare.add_argument("--out", "--dir", dest="dir", help="where flips.parquet, compare.json and compare.html "
+                                                          "go (default: <run_b>/_compare/<run_a id>)")
     _add_access_args(compare)
     compare.set_defaults(func=cmd_compare)
     promote = sub.add_parser("promote", help="make a candidate model the one a model URI names (atomic, rollback)")

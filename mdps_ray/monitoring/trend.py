@@ -77,7 +77,7 @@ def drifted_nights(table: pa.Table) -> list[dict[str, Any]]:
     return [r for r in table.to_pylist() if r["drifted"]]
 
 
-TABLE_COLUMNS = ("night", "category", "images", "flagged", "flag_rate", "score_q50", "median_p_value",
+TABLE_COLUMNS = ("night", "category", "model", "images", "flagged", "flag_rate", "score_q50", "median_p_value",
                  "brightness_shift", "contrast_shift", "sharpness_shift", "drifted")
 
 
@@ -93,11 +93,12 @@ def write_trend(table: pa.Table, out_dir: str, storage_options: dict[str, Any] |
     from mdps_ray.visualization.plots import night_panels
 
     rows = table.to_pylist()
-    labels = [f"{r['night']} {r['category']}" for r in rows]
-    series = {"images": [r["images"] for r in rows], "flag rate": [r["flag_rate"] for r in rows],
-              "median score": [r["score_q50"] for r in rows],
-              **{f"{s} shift": [r[f"{s}_shift"] for r in rows] for s in ACQUISITION_STATS}}
-    png = night_panels(labels, series, [bool(r["drifted"]) for r in rows], "mdps trend")
+    nights = sorted({r["night"] for r in rows})
+    measures = {"images": "images", "flag rate": "flag_rate", "median score": "score_q50",
+                **{f"{s} shift": f"{s}_shift" for s in ACQUISITION_STATS}}
+    lines = {label: {cat: [(r["night"], r[col]) for r in rows if r["category"] == cat]
+                     for cat in sorted({r["category"] for r in rows})} for label, col in measures.items()}
+    png = night_panels(nights, lines, [(r["night"], r["category"]) for r in rows if r["drifted"]], "mdps trend")
     csv = io.BytesIO()
     pacsv.write_csv(table, csv)
     uris = [join(out_dir, name) for name in ("trend.parquet", "trend.csv", "trend.png")]

@@ -38,6 +38,7 @@ from mdps_ray.orchestration.score_plan import (
     RunSummary,
     check_complete,
     drift,
+    drift_lines,
     load_or_list_manifest,
     method_config,
     night_summary,
@@ -118,7 +119,7 @@ def _committed(paths: RunPaths, identity: dict[str, Any], so: dict[str, Any]) ->
     remove(paths.staging, so)  # left by a writer stopped between _SUCCESS and its clean-up
     sweep_leftovers(paths, so)  # and its lease and temporary files
     return RunSummary(paths.root, record["counts"]["rows"], record["counts"]["errors"], 0,
-                      read_json(paths.metrics, so))
+                      read_json(paths.metrics, so), drift_lines(record))
 
 
 def _run(job: ScoreJobConfig, models: ModelSet, paths: RunPaths, listed: pa.Table | None, dt: str | None,
@@ -165,7 +166,7 @@ def _run(job: ScoreJobConfig, models: ModelSet, paths: RunPaths, listed: pa.Tabl
     if scorer_double:
         record["scorer"] = "zero-cost scorer double (mdps_ray/testing): not a model's scores"
     finalize(paths, metrics, {**record, "phase_seconds": clock.laps}, so)
-    return RunSummary(paths.root, table.num_rows, n_err, scored, metrics)
+    return RunSummary(paths.root, table.num_rows, n_err, scored, metrics, drift_lines(record))
 
 
 def execution_record(plan: PoolPlan, models: ModelSet) -> dict[str, Any]:

@@ -59,6 +59,7 @@ class RunSummary:
     n_errors: int
     n_scored_now: int
     metrics: dict[str, Any]
+    drifted: tuple[str, ...] = ()  # one line per category whose acquisition drifted (:func:`drift_lines`)
 
 
 def method_config(job: ScoreJobConfig) -> tuple[MdpsConfig, str, Calibration | None]:
@@ -280,6 +281,13 @@ def night_summary(table: pa.Table, models: ModelSet) -> dict[str, dict[str, Any]
                     "reference": "calibration" if cal is not None and cal.normal_acquisition else None,
                     "drift": drift}
     return out
+
+
+def drift_lines(record: dict[str, Any]) -> tuple[str, ...]:
+    """One line per category of a committed run whose acquisition drifted from its calibration normals."""
+    night = record.get("night") or {}
+    return tuple(f"category {cat}: {'; '.join(one['drift']['reasons'])}" for cat, one in sorted(night.items())
+                 if (one.get("drift") or {}).get("drifted"))
 
 
 def per_category_counts(table: pa.Table, models: ModelSet) -> dict[str, dict[str, Any]]:

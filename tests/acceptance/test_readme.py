@@ -25,6 +25,7 @@ from tests.helpers.readers import read_everywhere
 pytestmark = pytest.mark.slow
 EXCLUDED = {"make test": "the command that runs this suite (CI's own entry point): running it here would recurse"}
 BOTTLE = REPO.parent / "shared" / "datasets" / "mvtec_bottle"
+TRAIN = "mdps train --data ../shared/datasets/mvtec_bottle --out runs/bottle"  # the block that trains the model
 needs_bottle = pytest.mark.skipif(not BOTTLE.is_dir(), reason=f"real data absent: {BOTTLE} (the README's path)")
 
 
@@ -52,7 +53,8 @@ def checkout(tmp_path: Path) -> Path:
 
 
 def test_every_readme_command_belongs_to_a_walked_scenario() -> None:
-    walked = [block_with(start) for start in ("make demo", "mdps train", "export RAY_AUTH_MODE", "mdps config show")]
+    walked = [block_with(start) for start in ("make demo", TRAIN, "export RAY_AUTH_MODE", "mdps config show",
+                                              "mkdir -p archive")]
     assert all(b in walked for b in blocks("bash")), "a README bash block that no acceptance scenario runs"
     commands = {c for b in walked for c in b.commands()}
     assert set(EXCLUDED) <= commands and len(blocks("python")) == 2  # the API snippet and the map reader
@@ -73,7 +75,7 @@ def test_a_new_user_walks_the_local_path(checkout: Path, tmp_path: Path) -> None
     subs = {"--max-minutes 10": "--max-minutes 10 --max-steps 20",  # CI minutes; the steps, not the clock, bound it
             "<run_id>": "$(ls runs/scores | grep -v '^_')"}  # what a user fills in from `mdps score`'s last line
     # (runs/scores also holds _ledger/, what the committed runs scored)
-    out = _walk(_substituted(block_with("mdps train"), subs), checkout, env)
+    out = _walk(_substituted(block_with(TRAIN), subs), checkout, env)
     [run] = [p for p in (checkout / "runs" / "scores").iterdir() if not p.name.startswith("_")]
     assert (checkout / "runs" / "scores" / "_ledger" / f"{run.name}.parquet").exists()
     assert (run / "_SUCCESS").exists() and (run / "report.html").exists() and run.name in out
@@ -91,11 +93,31 @@ def test_a_new_user_walks_the_local_path(checkout: Path, tmp_path: Path) -> None
     (checkout / "reader.py").write_text(reader.text.replace("<run_id>", run.name))
     assert "(64, 64) float32" in _walk(["python reader.py"], checkout, env)  # a row's map, read back
 
+    _walk_the_nights(checkout, env)
+
     out = _walk(block_with("mdps config show").commands(), checkout, env)
     assert '"rho": 30' in out.replace(" ", "").replace('"rho":30', '"rho": 30')
     changed = [p.name for p in (checkout / "schemas").iterdir() if p.read_bytes() != (REPO / "schemas" / p.name)
                .read_bytes()]
     assert changed == [], f"`mdps config schema --write` changed the published schemas: {changed}"
+
+
+def _walk_the_nights(checkout: Path, env: dict[str, str]) -> None:
+    """README's night-by-night block after the model it trained: drift on the brightened night only, a comparison
+    with a retrained candidate, a promotion and a rollback."""
+    subs = {"--max-minutes 10": "--max-minutes 10 --max-steps 20"}  # CI minutes for the candidate
+    out = _walk(_substituted(block_with("mkdir -p archive"), subs), checkout, env)
+    assert "drift alert: exit 4" in out and "mdps: drift: night 2026-12-03 category archive" in out
+    assert "night 2026-12-01" not in out and "night 2026-12-02" not in out
+    trend = pq.read_table(checkout / "runs" / "nightly" / "_trend" / "trend.parquet").to_pylist()
+    assert [(r["night"], r["images"], r["drifted"]) for r in trend] == [
+        ("2026-12-01", 10, False), ("2026-12-02", 5, False), ("2026-12-03", 10, True)]
+    [shadow] = [p for p in (checkout / "runs" / "shadow").iterdir() if not p.name.startswith("_")]
+    [compared] = list((shadow / "_compare").iterdir())
+    facts = json.loads((compared / "compare.json").read_text())
+    assert facts["images_compared"] == 25 and facts["flipped"] == pq.read_table(compared / "flips.parquet").num_rows
+    pointer = json.loads((checkout / "runs" / "bottle" / "model" / "_CURRENT.json").read_text())
+    assert pointer["current"] == "." and pointer["previous"].startswith("versions/")  # promoted, then rolled back
 
 
 def _same_rows_everywhere(results: Path, n: int) -> None:

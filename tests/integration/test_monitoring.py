@@ -28,10 +28,13 @@ def _copy(paths: list[Path], dest: Path, brighten: float | None = None) -> None:
         img.save(dest / (("bright-" if brighten else "") + p.parent.name + "-" + p.name))
 
 
-def _score(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+def _score(args: list[str], capsys: pytest.CaptureFixture[str], warned: list[str] | None = None) -> str:
     code = main(["score", *args])
-    out = capsys.readouterr().out.strip().splitlines()
+    printed = capsys.readouterr()
+    out = printed.out.strip().splitlines()
     assert code == 0, out
+    if warned is not None:
+        warned += [line for line in printed.err.splitlines() if line.startswith("mdps: warning: these images drifted")]
     return out[-1]
 
 
@@ -46,11 +49,14 @@ def test_three_nights_a_drift_a_comparison_and_a_promotion(ray_local: None, tiny
     tests = sorted((synthetic_root / "test").rglob("*.png"))
     nightly = ["--incremental", "--model", str(current), "--data", str(archive), "--out", str(out)]
     _copy(tests, archive)  # night 1: the test split, good and defective
-    _score([*nightly, "--set", "date=2026-12-01"], capsys)
+    warned: list[str] = []
+    _score([*nightly, "--set", "date=2026-12-01"], capsys, warned)
     _copy(train[6:16], archive)  # night 2: more ordinary images
-    _score([*nightly, "--set", "date=2026-12-02"], capsys)
+    _score([*nightly, "--set", "date=2026-12-02"], capsys, warned)
+    assert warned == []
     _copy(train[16:24], archive, brighten=1.4)  # night 3: a lamp changed
-    night3 = _score([*nightly, "--set", "date=2026-12-03"], capsys)
+    night3 = _score([*nightly, "--set", "date=2026-12-03"], capsys, warned)
+    assert len(warned) == 1 and "category archive: brightness +" in warned[0]  # said when the night is scored
 
     assert main(["trend", str(out)]) == 0  # without --fail-on-drift: reported, exit 0
     printed = capsys.readouterr()
@@ -76,7 +82,7 @@ def test_three_nights_a_drift_a_comparison_and_a_promotion(ray_local: None, tiny
     shadow = _score(["--model", str(candidate_model), "--data", str(archive), "--out", str(tmp_path / "shadow")],
                     capsys)
     current_all = _score(["--model", str(current), "--data", str(archive), "--out", str(tmp_path / "cur")], capsys)
-    assert main(["compare", current_all, shadow, "--dir", str(tmp_path / "cmp")]) == 0
+    assert main(["compare", current_all, shadow, "--out", str(tmp_path / "cmp")]) == 0
     said = capsys.readouterr().out
     facts = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     n = len(tests) + 18

@@ -1,5 +1,6 @@
 """Runs written before map chunks (results v2: one maps/<key>.npy and recons/<key>.png per image) are still
-read by `mdps evaluate`, `mdps report`, `mdps runs` and ``read_map``, with the same answers."""
+read by `mdps evaluate`, `mdps report`, `mdps runs`, `mdps trend`, `mdps compare` and ``read_map``, with the same
+answers."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import pyarrow.parquet as pq
 
 from mdps_ray.cli.tables import list_runs
 from mdps_ray.config.jobs import ScoreJobConfig
+from mdps_ray.monitoring.compare import compare_runs
+from mdps_ray.monitoring.trend import trend_table
 from mdps_ray.orchestration.score_pipeline import run_score_job
 from mdps_ray.storage.maps import read_map, read_recon, save_map
-from mdps_ray.storage.results import RESULT_SCHEMA_V2
+from mdps_ray.storage.results import ACQUISITION_COLUMNS, RESULT_SCHEMA_V2
 from mdps_ray.storage.runs import RunPaths, object_key
 from mdps_ray.visualization.report import build_report
 from mdps_ray.workflows import evaluate_run
@@ -33,9 +36,13 @@ def _to_v2_layout(run: Path) -> None:
             read_recon(row["map_uri"], paths.recon_uri(row["image_id"])).save(run / "recons" / f"{key}.png")
             uris.append(str(run / "maps" / f"{key}.npy"))
         table = table.set_column(table.schema.get_field_index("map_uri"), "map_uri", pa.array(uris, pa.string()))
-        pq.write_table(table.drop_columns(["p_value"]).cast(RESULT_SCHEMA_V2), part)  # v2 had no p-values
+        old = table.drop_columns(["p_value", *ACQUISITION_COLUMNS])  # v2 had no p-values nor input statistics
+        pq.write_table(old.cast(RESULT_SCHEMA_V2), part)
     for chunk in (run / "maps").glob("*.npz"):
         chunk.unlink()
+    record = json.loads((run / "run.json").read_text())
+    del record["night"]  # the per-night summary `mdps trend` reads came later
+    (run / "run.json").write_text(json.dumps(record))
 
 
 def test_a_run_in_the_layout_before_chunks_reads_the_same(ray_local, tiny_model: Path, synthetic_root: Path,
@@ -53,3 +60,7 @@ def test_a_run_in_the_layout_before_chunks_reads_the_same(ray_local, tiny_model:
     report = Path(build_report(str(run), top=2)).read_text()
     assert report.count("data:image/png;base64,") >= 4 and "Traceback" not in report
     assert run.name in list_runs(str(tmp_path))
+    [night] = trend_table(str(tmp_path)).to_pylist()
+    assert night["images"] == len(rows) and night["drifted"] is None and night["drift"].startswith("no drift summary")
+    facts = compare_runs(str(run), str(run), str(tmp_path / "cmp"))
+    assert facts["images_compared"] == len(rows) and facts["flipped"] == 0 and facts["spearman_rho"] == 1.0

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
 
 from mdps_ray.config.jobs import ScoreJobConfig
+from mdps_ray.monitoring.compare import compare_runs
 from mdps_ray.orchestration.score_pipeline import run_score_job
 from mdps_ray.visualization.report import build_report
 
@@ -17,13 +20,28 @@ CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 HOSTILE = "cat<script>alert(1)"
 
 
-@pytest.mark.skipif(CHROMIUM is None or DRIVER is None,
-                    reason="Debian chromium + chromium-driver not installed (.ci/run installs them)")
-def test_report_renders_every_image_and_escapes_data(ray_local, tiny_model: Path,
-                                                     synthetic_root: Path, tmp_path: Path) -> None:
+needs_chromium = pytest.mark.skipif(CHROMIUM is None or DRIVER is None,
+                                    reason="Debian chromium + chromium-driver not installed (.ci/run installs them)")
+
+
+def _chrome(tmp_path: Path) -> Any:
+    """Headless chromium through selenium, with its own profile folder."""
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
+
+    opts = Options()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,2000"):
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service(DRIVER), options=opts)
+
+
+@needs_chromium
+def test_report_renders_every_image_and_escapes_data(ray_local, tiny_model: Path,
+                                                     synthetic_root: Path, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
     data = tmp_path / HOSTILE
@@ -36,13 +54,7 @@ def test_report_renders_every_image_and_escapes_data(ray_local, tiny_model: Path
         shutil.copy(p, folder / f"{p.parent.name}_{p.name}")
     unlabelled = run_score_job(ScoreJobConfig(model=str(tiny_model), data=str(folder), out=str(tmp_path / "out")))
 
-    opts = Options()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,2000"):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    driver = _chrome(tmp_path)
     try:
         driver.get(Path(report).as_uri())
         rows = pq.read_table(Path(summary.run_dir) / "results").to_pylist()
@@ -78,3 +90,35 @@ def test_report_renders_every_image_and_escapes_data(ray_local, tiny_model: Path
     finally:
         driver.quit()
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+@needs_chromium
+def test_the_comparison_page_shows_every_flip_and_escapes_data(ray_local, tiny_model: Path, synthetic_root: Path,
+                                                               tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    data = tmp_path / HOSTILE
+    shutil.copytree(synthetic_root, data)
+    stricter = tmp_path / "stricter"  # the same prior with its threshold at the lowest normal score: flags more
+    shutil.copytree(tiny_model, stricter)
+    cal = json.loads((stricter / "calibration.json").read_text())
+    cal["score_threshold"] = cal["normal_scores"][0]
+    (stricter / "calibration.json").write_text(json.dumps(cal))
+    a = run_score_job(ScoreJobConfig(model=str(tiny_model), data=str(data), out=str(tmp_path / "a")))
+    b = run_score_job(ScoreJobConfig(model=str(stricter), data=str(data), out=str(tmp_path / "b")))
+    facts = compare_runs(a.run_dir, b.run_dir, str(tmp_path / "cmp"))
+    assert facts["flagged_by_b"] >= 1 and facts["cleared_by_b"] == 0, facts
+
+    driver = _chrome(tmp_path)
+    try:
+        driver.get((tmp_path / "cmp" / "compare.html").as_uri())
+        rows = driver.find_elements(By.CSS_SELECTOR, "table tr")
+        assert len(rows) == 1 + facts["flagged_by_b"]  # a header and one row per flip
+        decoded = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.complete, i.naturalWidth]);")
+        assert len(decoded) == 3 * facts["flagged_by_b"] and all(ok and w > 0 for ok, w in decoded)
+        assert HOSTILE in rows[1].text and driver.execute_script("return document.scripts.length") == 0
+        assert [e.text for e in driver.find_elements(By.TAG_NAME, "h2")] == [
+            f"flagged by b ({facts['flagged_by_b']})", "cleared by b (0)"]
+    finally:
+        driver.quit()

@@ -75,7 +75,12 @@ def test_manifest_fields_and_entrypoints(name: str, doc: dict[str, Any]) -> None
         container = spec["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
         command = " ".join(container["args"])
         assert "--submission-id" in command
-        _check_entrypoint(command.split(" -- ", 1)[1])
+        submit, *after = command.split(" && ")
+        _check_entrypoint(submit.split(" -- ", 1)[1])
+        for step in after:  # what runs once the night is committed: `mdps` commands the CLI accepts
+            words = shlex.split(step.replace("$(date -u +%F)", "2026-12-07"))  # what the shell substitutes
+            assert words[0] == "mdps", step
+            build_parser().parse_args(words[1:])
     elif kind == "RayCronJob":
         assert spec["schedule"]
         _check_entrypoint(spec["rayJobTemplate"]["entrypoint"])

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from mdps_ray.config.method import MdpsConfig
+from mdps_ray.storage import promotion
 from mdps_ray.storage.checkpoints import CheckpointError, load_prior, save_prior
 from mdps_ray.storage.promotion import POINTER, promote, resolve_model, rollback
 from tests.helpers.models import TINY_PRIOR
@@ -64,14 +65,40 @@ def test_a_damaged_candidate_is_refused_and_the_pointer_does_not_move(tiny_unet:
         rollback(str(tmp_path / "current"))
 
 
+def test_a_promotion_killed_mid_copy_leaves_the_pointer_where_it_was(tiny_unet: torch.nn.Module, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    current, candidate = str(tmp_path / "current"), str(tmp_path / "candidate")
+    first = save_prior(tiny_unet, TINY, current)  # type: ignore[arg-type]
+    save_prior(_other(tiny_unet), TINY, candidate)  # type: ignore[arg-type]
+    real, written = promotion.write_bytes, []
+
+    def dies_after_one_file(uri: str, data: bytes, so: dict | None = None) -> None:
+        if written:
+            raise KeyboardInterrupt  # the process stopped here
+        written.append(uri)
+        real(uri, data, so)
+
+    monkeypatch.setattr(promotion, "write_bytes", dies_after_one_file)
+    with pytest.raises(KeyboardInterrupt):
+        promote(candidate, current)
+    monkeypatch.undo()
+    assert written and "/versions/" in written[0]
+    assert resolve_model(current) == current and load_prior(resolve_model(current)).digest == first
+
+
 def test_a_reader_during_promotions_always_loads_a_whole_version(tiny_unet: torch.nn.Module, tmp_path: Path) -> None:
     current, candidate = str(tmp_path / "current"), str(tmp_path / "candidate")
     digests = {save_prior(tiny_unet, TINY, current), save_prior(_other(tiny_unet), TINY, candidate)}  # type: ignore[arg-type]
     seen, stop = [], threading.Event()
 
+    errors: list[BaseException] = []
+
     def read() -> None:
         while not stop.is_set():
-            seen.append(load_prior(resolve_model(current)).digest)
+            try:
+                seen.append(load_prior(resolve_model(current)).digest)
+            except BaseException as err:
+                errors.append(err)
 
     reader = threading.Thread(target=read)
     reader.start()
@@ -82,7 +109,7 @@ def test_a_reader_during_promotions_always_loads_a_whole_version(tiny_unet: torc
     finally:
         stop.set()
         reader.join()
-    assert seen and set(seen) <= digests
+    assert not errors and seen and set(seen) <= digests
 
 
 def test_a_damaged_pointer_is_one_line(tmp_path: Path, tiny_unet: torch.nn.Module) -> None:
