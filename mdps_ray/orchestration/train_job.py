@@ -275,7 +275,7 @@ def train_category(job: TrainJobConfig, method: MdpsConfig, root: str, category:
         "data_manifest_sha256": hashlib.sha256("\n".join(sorted(r.uri for r in train)).encode()).hexdigest(),
         "versions": {"mdps_ray": __version__, "torch": torch.__version__, "ray": ray.__version__},
         "job": job.redacted(), "run_name": run_name, "starts": meta.get("starts", []),
-        "last_grad_norm": (meta.get("grad_norms") or [None])[-1],
+        "last_grad_norm": (meta.get("grad_norms") or [None])[-1], "threads_per_worker": meta.get("threads_per_worker"),
         **({"position_steps": meta["position_steps"]} if "position_steps" in meta else {}),
     }
     write_bytes(join(model_uri, "model_card.json"), json.dumps(card, indent=2, sort_keys=True).encode(), so)

@@ -71,6 +71,18 @@ def _batch(images: torch.Tensor, keys: list[int], per_worker: int, seed: int, st
     return images[idx].float() / 127.5 - 1.0, [keys[int(i)] for i in idx]
 
 
+def cpu_threads(workers_here: int) -> int:
+    """Torch threads of a CPU training worker: its node's CPUs shared by the workers on that node.
+
+    Ray sets a worker's ``OMP_NUM_THREADS`` to the CPUs it reserved (1 by default, so that Ray Data's decode
+    tasks keep a CPU), and torch then trains on one core while the others idle. The images are decoded and in
+    memory before the first step (:func:`_shard_images`), so the reserved CPU no longer bounds the worker.
+    """
+    node = ray.get_runtime_context().get_node_id()
+    cpus = next((n["Resources"].get("CPU", 1.0) for n in ray.nodes() if n["NodeID"] == node), 1.0)
+    return max(1, int(cpus // max(1, workers_here)))
+
+
 def _stop_flag(stop: bool, device: torch.device) -> bool:
     """Rank 0 decides; every rank follows (DDP must take the same number of steps everywhere)."""
     if not torch.distributed.is_available() or not torch.distributed.is_initialized():
@@ -89,6 +101,8 @@ def train_func(config: dict[str, Any]) -> None:
     check_device(device)
     set_tf32(device, method.runtime.tf32)
     images, keys = _shard_images(method.read_size)
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads(ctx.get_local_world_size()))
     torch.manual_seed(method.train.seed)
     trainer = PriorTrainer(build_unet(method.prior).to(device), method.prior, method.train,
                            torch.Generator().manual_seed(method.train.seed))
@@ -144,7 +158,7 @@ def _report(trainer: PriorTrainer, elapsed: float, rank: int, n_steps: int) -> N
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = None
         if rank == 0:
-            save_state(trainer, Path(tmp), elapsed)
+            save_state(trainer, Path(tmp), elapsed, {"threads_per_worker": torch.get_num_threads()})
             ckpt = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=ckpt)
 

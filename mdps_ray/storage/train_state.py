@@ -19,7 +19,8 @@ from mdps_ray.method.training import PriorTrainer
 from mdps_ray.storage.uris import fresh
 
 
-def save_state(trainer: PriorTrainer, directory: Path, elapsed: float) -> None:
+def save_state(trainer: PriorTrainer, directory: Path, elapsed: float, extra: dict[str, Any] | None = None) -> None:
+    """The trainer's weights, optimiser and EMA state and its history (``state.json``, with ``extra`` keys)."""
     directory.mkdir(parents=True, exist_ok=True)
     save_file(
         {k: v.detach().cpu().contiguous() for k, v in trainer.module.state_dict().items()},
@@ -41,6 +42,7 @@ def save_state(trainer: PriorTrainer, directory: Path, elapsed: float) -> None:
         "grad_norms": trainer.grad_norms,
         "starts": trainer.starts,
         "param_groups": opt["param_groups"],
+        **(extra or {}),
     }
     if trainer.ema is not None:
         ema = trainer.ema.state_dict()

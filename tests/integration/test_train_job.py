@@ -51,6 +51,14 @@ def test_two_workers_train_from_s3_and_scoring_loads_the_result(s3, ray_local, s
     assert det.scorer.mask_threshold == model.calibration.mask_threshold
 
 
+def test_a_cpu_worker_trains_with_the_cores_of_its_node(ray_local, synthetic_root: Path, tmp_path: Path) -> None:
+    # Ray sets OMP_NUM_THREADS to a worker's 1 reserved CPU; once its images are in memory it uses its node's cores
+    run_train_job(_job(str(synthetic_root), str(tmp_path / "one"), num_workers=1, max_steps=2, calibrate=False))
+    run_train_job(_job(str(synthetic_root), str(tmp_path / "two"), num_workers=2, max_steps=2, calibrate=False))
+    assert _card(tmp_path / "one" / "model")["threads_per_worker"] == 2  # the session's Ray has 2 CPUs
+    assert _card(tmp_path / "two" / "model")["threads_per_worker"] == 1  # two workers share them
+
+
 def test_rerun_resumes_from_the_newest_checkpoint(ray_local, synthetic_root: Path, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     out = str(tmp_path / "out")
