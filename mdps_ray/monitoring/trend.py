@@ -40,6 +40,9 @@ def _rows_of(run_id: str, rec: dict[str, Any]) -> list[dict[str, Any]]:
         return [{**base, "category": "*", "images": rows - int(counts.get("errors", 0)),
                  "errors": int(counts.get("errors", 0)), "score_q50": stats.get("q50"), "score_q90": stats.get("q90"),
                  "drift": "no drift summary (run committed before mdps trend)"}]
+    if not night:  # a night with nothing new (--incremental commits it empty): a row that says so
+        return [{**base, "category": "*", "images": 0, "errors": int((rec.get("counts") or {}).get("errors", 0)),
+                 "drift": "no images scored this night"}]
     out = []
     for cat, one in sorted(night.items()):
         drift, stats = one.get("drift") or {}, one.get("score_stats") or {}

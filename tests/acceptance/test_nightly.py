@@ -73,6 +73,14 @@ def test_three_nights_on_s3(s3, ray_local, tiny_model: Path, tmp_path: Path,
     _, first_again = _night(s3, job, "2026-12-01", capsys)
     assert first_again == night1  # committed nights are never rewritten: c.png's row stays in night 1
 
+    access = tmp_path / "access.yaml"
+    access.write_text(yaml.safe_dump({"storage_options": s3.storage_options}))
+    main(["trend", out, "--config", str(access)])  # the empty night is a row too, with no verdict
+    capsys.readouterr()
+    trend = pq.read_table(io.BytesIO(fs.cat_file(f"{s3.bucket}/nights/scores/_trend/trend.parquet"))).to_pylist()
+    assert [(r["night"], r["images"]) for r in trend] == [("2026-12-01", 5), ("2026-12-02", 0), ("2026-12-03", 2)]
+    assert trend[1]["drifted"] is None and trend[1]["drift"] == "no images scored this night"
+
 
 def test_trend_compare_and_promote_on_s3(s3, ray_local, tiny_model: Path, candidate_model: Path, synthetic_root: Path,
                                          tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -36,6 +36,13 @@ def test_a_run_committed_before_night_summaries_gives_counts_and_no_verdict() ->
     assert row.get("drifted") is None and row["drift"].startswith("no drift summary")
 
 
+def test_an_empty_night_is_a_row_with_no_images() -> None:
+    [row] = _rows_of("r2", {"dt": "2026-12-02", "finished_at": "2026-12-02T03:00:00", "model_digest": "m",
+                            "counts": {"rows": 0, "errors": 0}, "night": {}})
+    assert row["night"] == "2026-12-02" and row["images"] == 0 and row.get("drifted") is None
+    assert row["drift"] == "no images scored this night"
+
+
 def _run(decisions: dict[str, bool | None], scores: dict[str, float]) -> pa.Table:
     ids = sorted(decisions)
     return pa.table({"image_id": ids, "category": ["c"] * len(ids), "uri": [f"/{i}.png" for i in ids],
