@@ -38,6 +38,16 @@ def _check_entrypoint(command: str) -> None:
     (score_job_config if name == "score" else train_job_config)(args)
 
 
+def _check_after(steps: list[str], nightly: bool) -> None:
+    """What runs once the night is committed: `mdps` commands the CLI accepts; a nightly ends with a drift alert."""
+    if nightly:
+        assert any(s.split()[:2] == ["mdps", "trend"] and "--fail-on-drift" in s for s in steps), steps
+    for step in steps:
+        words = shlex.split(step.replace("$(date -u +%F)", "2026-12-07"))  # what the shell substitutes
+        assert words[0] == "mdps", step
+        build_parser().parse_args(words[1:])
+
+
 def _manifests() -> list[tuple[str, dict[str, Any]]]:
     docs = []
     for path in sorted(INFRA.rglob("*.yaml")):
@@ -77,13 +87,12 @@ def test_manifest_fields_and_entrypoints(name: str, doc: dict[str, Any]) -> None
         assert "--submission-id" in command
         submit, *after = command.split(" && ")
         _check_entrypoint(submit.split(" -- ", 1)[1])
-        for step in after:  # what runs once the night is committed: `mdps` commands the CLI accepts
-            words = shlex.split(step.replace("$(date -u +%F)", "2026-12-07"))  # what the shell substitutes
-            assert words[0] == "mdps", step
-            build_parser().parse_args(words[1:])
+        _check_after(after, nightly="--incremental" in submit)
     elif kind == "RayCronJob":
         assert spec["schedule"]
-        _check_entrypoint(spec["rayJobTemplate"]["entrypoint"])
+        score, *after = spec["rayJobTemplate"]["entrypoint"].split(" && ")
+        _check_entrypoint(score)
+        _check_after(after, nightly="--incremental" in score)
     else:
         pytest.fail(f"unexpected kind {kind} in {name}")
 
