@@ -7,9 +7,15 @@ both hold:
 - the test rejects at α / 3 (Bonferroni over the three statistics, so a night of ordinary images is
   called drifted with probability at most α), and
 - the shift of the median is larger than :data:`MIN_SHIFT` (brightness in gray levels of [0, 1], contrast
-  and sharpness relative to the calibration median) and than 3 robust standard deviations of the normals:
-  a large night detects shifts too small to matter, and a defect covers too little of an image to move
-  its median.
+  and sharpness relative to the calibration median) and than :data:`SPREAD` robust standard deviations of
+  the normals' values: a large night detects shifts too small to matter, and a defect covers too little of
+  an image to move its median.
+
+With too few images for the test to reach α / 3 at all (a calibration of a handful of normals: 3 against 10
+cannot), the shift alone decides, against the same floors. Measured at 64 px (30 training normals as the
+reference, 10–30 test images a night): the median brightness of ordinary nights, good or defective, moved by
+at most 0.006 on MVTec bottle and 0.007 on KolektorSDD; PIL brightness ×1.1 moved it by 0.021 / 0.066, ×1.2
+by 0.039 / 0.135.
 
 The scores are summarised beside it (median p-value; the one-sample KS distance of the p-values from the
 uniform law they follow on normal images), but do not decide drift: a night with many real defects has
@@ -29,7 +35,8 @@ DRIFT_ALPHA = 0.01
 MIN_SHIFT = {"brightness": 0.02, "contrast": 0.10, "sharpness": 0.20}
 SPREAD = 2.0  # ... and than this many robust standard deviations of the calibration normals' values
 RELATIVE = {"brightness": False, "contrast": True, "sharpness": True}
-MIN_IMAGES = 3
+MIN_IMAGES = 3  # a night with fewer gets no verdict
+MIN_REFERENCE = 2  # calibration normals a verdict needs
 
 
 def _robust_std(x: np.ndarray) -> float:
@@ -43,10 +50,17 @@ def stat_drift(name: str, today: np.ndarray, reference: np.ndarray, alpha: float
     scale = abs(med_ref) if RELATIVE[name] else 1.0
     needed = max(MIN_SHIFT[name] * scale, SPREAD * _robust_std(reference))
     test = st.ks_2samp(today, reference)
-    drifted = bool(test.pvalue < alpha / len(MIN_SHIFT) and abs(shift) > needed)
+    testable = can_reject(len(today), len(reference), alpha / len(MIN_SHIFT))
+    drifted = bool((test.pvalue < alpha / len(MIN_SHIFT) or not testable) and abs(shift) > needed)
     return {"median_today": med_today, "median_calibration": med_ref,
             "shift": shift / scale if RELATIVE[name] else shift, "ks": float(test.statistic),
-            "ks_p_value": float(test.pvalue), "drifted": drifted}
+            "ks_p_value": float(test.pvalue), "test": "ks" if testable else "shift only", "drifted": drifted}
+
+
+def can_reject(n: int, m: int, level: float) -> bool:
+    """Whether a two-sample KS test of n against m values can reach ``level`` at all (its p-value for two
+    samples that do not overlap). Below that (a calibration of a handful of normals), the shift decides alone."""
+    return bool(st.ks_2samp(np.zeros(n), np.ones(m)).pvalue < level)
 
 
 def acquisition_drift(today: Mapping[str, Sequence[float]], reference: Mapping[str, Sequence[float]],
@@ -67,7 +81,7 @@ def acquisition_drift(today: Mapping[str, Sequence[float]], reference: Mapping[s
     p = np.asarray([v for v in p_values if v is not None and v == v], dtype=np.float64)
     out["median_p_value"] = float(np.median(p)) if p.size else None
     out["p_value_ks"] = float(st.kstest(p, "uniform").statistic) if p.size else None
-    names = [k for k in MIN_SHIFT if k in today and len(reference.get(k, ())) >= MIN_IMAGES]
+    names = [k for k in MIN_SHIFT if k in today and len(reference.get(k, ())) >= MIN_REFERENCE]
     if n < MIN_IMAGES or not names:
         return out
     for name in names:

@@ -40,3 +40,13 @@ def test_no_verdict_without_a_reference_or_with_too_few_images() -> None:
     few = {k: v[:MIN_IMAGES - 1] for k, v in _normals(rng, 10, 0.9).items()}
     out = acquisition_drift(few, _normals(rng, 30))
     assert out["drifted"] is None and out["n"] == MIN_IMAGES - 1 and out["median_p_value"] is None
+
+
+def test_a_calibration_of_a_handful_of_normals_still_sees_a_large_shift_and_not_a_small_one() -> None:
+    rng = np.random.default_rng(4)
+    reference = _normals(rng, 3)  # 3 normals: KS can never reach α / 3 against 10 images
+    bright = acquisition_drift(_normals(rng, 10, 0.6), reference)
+    assert bright["drifted"] is True and bright["stats"]["brightness"]["test"] == "shift only"
+    assert acquisition_drift(_normals(rng, 10, 0.505), reference)["drifted"] is False
+    with_test = acquisition_drift(_normals(rng, 10, 0.6), _normals(rng, 30))
+    assert with_test["stats"]["brightness"]["test"] == "ks" and with_test["drifted"] is True
