@@ -9,14 +9,18 @@ existed give a row with their counts and score quantiles and no drift verdict.
 
 from __future__ import annotations
 
+import io
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.csv as pacsv
 
 from mdps_ray.core.acquisition import ACQUISITION_STATS
+from mdps_ray.storage.results import table_bytes
 from mdps_ray.storage.runs import READ_THREADS, RunPaths, committed_runs
-from mdps_ray.storage.uris import exists, read_json
+from mdps_ray.storage.uris import exists, join, read_json, write_bytes
+from mdps_ray.visualization.plots import night_panels
 
 TREND_SCHEMA = pa.schema([
     ("night", pa.string()), ("run_id", pa.string()), ("category", pa.string()), ("model_digest", pa.string()),
@@ -87,14 +91,6 @@ TABLE_COLUMNS = ("night", "category", "model", "images", "flagged", "flag_rate",
 def write_trend(table: pa.Table, out_dir: str, storage_options: dict[str, Any] | None = None) -> list[str]:
     """``trend.parquet``, ``trend.csv`` and ``trend.png`` (per night: images, flag rate, median score and the
     three acquisition shifts, drifted nights circled) under ``out_dir``; returns their URIs."""
-    import io
-
-    import pyarrow.csv as pacsv
-
-    from mdps_ray.storage.results import table_bytes
-    from mdps_ray.storage.uris import join, write_bytes
-    from mdps_ray.visualization.plots import night_panels
-
     rows = table.to_pylist()
     nights = sorted({r["night"] for r in rows})
     measures = {"images": "images", "flag rate": "flag_rate", "median score": "score_q50",
