@@ -15,6 +15,7 @@ from mdps_ray.config.jobs import ScoreJobConfig
 from mdps_ray.models.prior import build_unet
 from mdps_ray.orchestration.score_pipeline import run_score_job
 from mdps_ray.storage.checkpoints import save_prior
+from mdps_ray.storage.promotion import promote
 from tests.helpers.models import CONFIG
 
 
@@ -48,6 +49,10 @@ def test_each_image_is_scored_by_its_categorys_prior(ray_local, world: dict, tmp
     assert record["per_category"]["bolts"]["model"] == str(world["models"] / "bolts" / "model")
     assert set(record["models"]) == {"bolts", "nuts"}
     assert set(json.loads((Path(summary.run_dir) / "metrics.json").read_text())["per_category"]) == {"bolts", "nuts"}
+    nights = record["night"]  # what `mdps trend` reads: per category, against each category's own calibration
+    assert {c: (v["images"], v["errors"]) for c, v in nights.items()} == {"bolts": (n, 0), "nuts": (n, 0),
+                                                                          "washers": (0, n)}
+    assert all(v["reference"] is None and v["drift"]["drifted"] is None for v in nights.values())  # uncalibrated
 
     one = run_score_job(job.model_copy(update={"data": str(world["data"] / "nuts"), "out": str(tmp_path / "alone"),
                                                "model": str(world["models"] / "nuts" / "model")}))
@@ -59,3 +64,10 @@ def test_each_image_is_scored_by_its_categorys_prior(ray_local, world: dict, tmp
     first = run_score_job(night)
     again = night.model_copy(update={"date": "2026-12-03", "max_error_fraction": 1.0})
     assert first.n_images == 3 * n and run_score_job(again).n_images == n  # the next night: washers' rows only
+
+    # promoted models in a root: a pointer-only folder is a category, and each category reads its current version
+    promote(str(world["models"] / "bolts" / "model"), str(world["models"] / "washers" / "model"))
+    promote(str(world["models"] / "bolts" / "model"), str(world["models"] / "nuts" / "model"))
+    after = run_score_job(job.model_copy(update={"out": str(tmp_path / "promoted")}))
+    digests = {r["category"]: r["model_digest"] for r in pq.read_table(Path(after.run_dir) / "results").to_pylist()}
+    assert digests == dict.fromkeys(("bolts", "nuts", "washers"), world["digests"]["bolts"])
