@@ -82,7 +82,10 @@ def test_one_and_two_actors_give_identical_scores(ray_local, tiny_model: Path, s
     one = run_score_job(ScoreJobConfig(**base, run_id="one", num_actors=1))
     two = run_score_job(ScoreJobConfig(**base, run_id="two", num_actors=2, reduce_shard_rows=4))
     a, b = _scores(one.run_dir), _scores(two.run_dir)
-    assert a.keys() == b.keys() and all(abs(a[k] - b[k]) <= 1e-6 for k in a)
+    # the same to float32 rounding: an actor's torch threads are the CPUs it holds (2 for one actor, 1 each for two
+    # here), and convolution sums split over other threads round differently (up to 1.9e-6 measured on an AVX2-only
+    # CPU; a dependence on batch-mates or the actor would move scores by orders of magnitude more)
+    assert a.keys() == b.keys() and all(abs(a[k] - b[k]) <= 1e-5 * max(1.0, abs(a[k])) for k in a)
     # "two" was reduced by Ray tasks over shards of 4 rows: the same metrics as one pass of the
     # core's reduce over the committed rows (what the driver does for "one")
     rows = read_results(RunPaths(str(tmp_path), "two")).to_pylist()
