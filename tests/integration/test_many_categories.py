@@ -58,7 +58,7 @@ def test_each_image_is_scored_by_its_categorys_prior(ray_local, world: dict, tmp
                                                "model": str(world["models"] / "nuts" / "model")}))
     alone = {r["image_id"]: r["score"] for r in pq.read_table(Path(one.run_dir) / "results").to_pylist()}
     together = {r["image_id"]: r["score"] for r in rows if r["category"] == "nuts"}
-    assert together == pytest.approx(alone, abs=1e-6)  # the same as scoring that category alone
+    assert together == pytest.approx(alone, rel=1e-5, abs=1e-6)  # the same as scoring that category alone
 
     night = job.model_copy(update={"incremental": True, "date": "2026-12-02", "out": str(tmp_path / "nights")})
     first = run_score_job(night)

@@ -104,7 +104,7 @@ def test_a_killed_actor_is_replaced_and_every_image_lands_once(ray_local, tiny_m
     rows = read_results(RunPaths(str(tmp_path), "faulty")).column("image_id").to_pylist()
     assert len(rows) == len(set(rows)) == clean.n_images
     a, b = _scores(clean.run_dir), _scores(faulty.run_dir)
-    assert all(abs(a[k] - b[k]) <= 1e-6 for k in a)
+    assert all(abs(a[k] - b[k]) <= 1e-5 * max(1.0, abs(a[k])) for k in a)
 
 
 def test_a_killed_driver_resumes_to_the_uninterrupted_result(tiny_model: Path, synthetic_root: Path,
@@ -126,7 +126,7 @@ def test_a_killed_driver_resumes_to_the_uninterrupted_result(tiny_model: Path, s
     assert scored_now == n_test - n_staged  # resumed: the staged images were not scored again
     full = subprocess.run([*cmd, "--run-id", "u"], capture_output=True, text=True, timeout=300)
     assert full.returncode == 0, full.stderr[-2000:]
-    assert _scores(str(tmp_path / "r")) == pytest.approx(_scores(str(tmp_path / "u")), abs=1e-6)
+    assert _scores(str(tmp_path / "r")) == pytest.approx(_scores(str(tmp_path / "u")), rel=1e-5, abs=1e-6)
 
 
 def _bomb_png(width: int, height: int) -> bytes:

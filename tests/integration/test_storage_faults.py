@@ -107,7 +107,7 @@ def test_a_short_outage_or_throttling_is_absorbed(mode: str, s3, proxy: FaultyS3
     assert fired.is_set() and after_fault, "the fault never fired: the run finished before its first part was seen"
     assert proxy.requests > after_fault[0], "nothing reached the store after the fault: it did not span the run"
     assert mode != "503" or proxy.refused > 0
-    assert _scores(s3, world, f"absorbed-{mode}") == pytest.approx(reference, abs=1e-6)
+    assert _scores(s3, world, f"absorbed-{mode}") == pytest.approx(reference, rel=1e-5, abs=1e-6)
 
 
 def test_an_outage_past_the_retry_budget_fails_in_one_line_and_the_same_command_resumes(
@@ -125,4 +125,5 @@ def test_an_outage_past_the_retry_budget_fails_in_one_line_and_the_same_command_
     proxy.up()
     code, err = _score(job, "outage", capsys)  # the same command, the first time
     assert code == 0, err[-3000:]
-    assert _scores(s3, world, "outage") == pytest.approx(reference, abs=1e-6)  # other batch-mates: float noise
+    # other batch-mates: float noise (1.3e-6 on an AVX2-only CPU)
+    assert _scores(s3, world, "outage") == pytest.approx(reference, rel=1e-5, abs=1e-6)
