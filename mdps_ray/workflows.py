@@ -32,8 +32,8 @@ from mdps_ray.metrics.reduce import REDUCE_COLUMNS, RowLoaders, reduce_table
 from mdps_ray.storage.checkpoints import save_calibration
 from mdps_ray.storage.maps import read_map
 from mdps_ray.storage.promotion import resolve_model
-from mdps_ray.storage.runs import RunPaths, read_results
-from mdps_ray.storage.uris import exists, read_json, write_json
+from mdps_ray.storage.runs import committed_run, read_results
+from mdps_ray.storage.uris import read_json, write_json
 
 
 def train_local(
@@ -182,10 +182,7 @@ def calibrate_model(model: str, data: str, holdout_fraction: float = 0.1, target
 
 def evaluate_run(run_dir: str, storage_options: dict[str, Any] | None = None, write: bool = True) -> dict[str, Any]:
     """Metrics per category and overall for a committed run; rewrites its metrics.json."""
-    out, _, run_id = run_dir.rstrip("/").rpartition("/")
-    paths = RunPaths(out, run_id)
-    if not exists(paths.success, storage_options):
-        raise FileNotFoundError(f"expected a committed run (with _SUCCESS) at {run_dir}, found none")
+    paths = committed_run(run_dir, storage_options)
     record = read_json(paths.run_json, storage_options)
     cfg = validate(MdpsConfig, upgrade_stored(record["method"]), source=paths.run_json)
     rows = read_results(paths, storage_options, columns=REDUCE_COLUMNS)

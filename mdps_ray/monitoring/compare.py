@@ -22,22 +22,13 @@ from scipy.stats import spearmanr
 
 from mdps_ray.storage.maps import read_map
 from mdps_ray.storage.results import table_bytes
-from mdps_ray.storage.runs import RunPaths, read_results
-from mdps_ray.storage.uris import exists, join, read_bytes, write_bytes
+from mdps_ray.storage.runs import RunPaths, committed_run, read_results
+from mdps_ray.storage.uris import join, read_bytes, write_bytes
 from mdps_ray.visualization.gallery import heat, thumbnail
 
 COLUMNS = ["image_id", "category", "uri", "score", "is_anomalous", "p_value", "map_uri", "model_digest", "label"]
 DIRECTIONS = ("flagged_by_b", "cleared_by_b")
 GALLERY_LIMIT = 60
-
-
-def run_paths(run_dir: str, storage_options: dict[str, Any] | None) -> RunPaths:
-    """The committed run at ``run_dir`` (one line otherwise)."""
-    out, _, run_id = run_dir.rstrip("/").rpartition("/")
-    paths = RunPaths(out, run_id)
-    if not exists(paths.success, storage_options):
-        raise FileNotFoundError(f"expected a committed run (with _SUCCESS) at {run_dir}, found none")
-    return paths
 
 
 def _rows(paths: RunPaths, so: dict[str, Any] | None) -> pa.Table:
@@ -127,7 +118,7 @@ def compare_runs(run_a: str, run_b: str, out_dir: str, storage_options: dict[str
     """Compare two committed runs (module docstring); write the three files under ``out_dir``; returns
     ``compare.json``'s content."""
     so = storage_options
-    a, b = _rows(run_paths(run_a, so), so), _rows(run_paths(run_b, so), so)
+    a, b = _rows(committed_run(run_a, so), so), _rows(committed_run(run_b, so), so)
     both = joined(a, b)
     if both.num_rows == 0:
         raise ValueError(f"expected two runs over the same images, got no image id in common ({a.num_rows} rows "

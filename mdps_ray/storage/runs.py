@@ -31,7 +31,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from mdps_ray.storage.results import RESULT_SCHEMA, check_schema, read_table, table_bytes, upgrade
-from mdps_ray.storage.uris import fresh, join, list_files, remove, write_bytes, write_json
+from mdps_ray.storage.uris import exists, fresh, join, list_files, remove, write_bytes, write_json
 
 
 @dataclass(frozen=True)
@@ -215,6 +215,15 @@ def finalize(paths: RunPaths, metrics: dict[str, Any], record: dict[str, Any],
     write_json(paths.run_json, record, storage_options)
     write_bytes(paths.success, b"", storage_options)
     remove(paths.staging, storage_options)
+
+
+def committed_run(run_dir: str, storage_options: dict[str, Any] | None = None) -> RunPaths:
+    """The paths of the committed run at ``run_dir`` (``<out>/<run_id>``); one line when it has no ``_SUCCESS``."""
+    out, _, run_id = run_dir.rstrip("/").rpartition("/")
+    paths = RunPaths(out, run_id)
+    if not exists(paths.success, storage_options):
+        raise FileNotFoundError(f"expected a committed run (with _SUCCESS) at {run_dir}, found none")
+    return paths
 
 
 def committed_runs(out: str, storage_options: dict[str, Any] | None = None) -> list[str]:

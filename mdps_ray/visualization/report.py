@@ -20,8 +20,8 @@ from sklearn.metrics import roc_curve
 from mdps_ray.data.images import decode_mask
 from mdps_ray.metrics import functional as F
 from mdps_ray.storage.maps import read_map
-from mdps_ray.storage.runs import RunPaths, read_results
-from mdps_ray.storage.uris import exists, read_bytes, read_json, write_bytes
+from mdps_ray.storage.runs import RunPaths, committed_run, read_results
+from mdps_ray.storage.uris import read_bytes, read_json, write_bytes
 from mdps_ray.visualization import svg
 from mdps_ray.visualization.gallery import RAMP, View, decisions_table, gallery
 
@@ -146,10 +146,7 @@ def build_report(
 ) -> str:
     """Write ``report.html`` into the run (or ``out_uri``); returns its URI."""
     so = storage_options
-    out, _, run_id = run_dir.rstrip("/").rpartition("/")
-    paths = RunPaths(out, run_id)
-    if not exists(paths.success, so):
-        raise FileNotFoundError(f"expected a committed run (with _SUCCESS) at {run_dir}, found none")
+    paths = committed_run(run_dir, so)
     record, metrics = read_json(paths.run_json, so), read_json(paths.metrics, so)
     size = int(record["method"]["prior"]["image_size"])
     calibration = record.get("calibration") or {}
@@ -157,7 +154,7 @@ def build_report(
     rows = read_results(paths, so).to_pylist()
     n_err = read_results(paths, so, errors=True).num_rows
     cats = sorted({r["category"] for r in rows})
-    body = [f"<h1>mdps-ray run {html.escape(run_id)}</h1>",
+    body = [f"<h1>mdps-ray run {html.escape(paths.run_id)}</h1>",
             f"<p>{len(rows)} images scored, {n_err} errors · model {html.escape(record['model_digest'])} · "
             f"config {html.escape(record['config_hash'])}</p>", _threshold_line(calibration, rows),
             _overview(cats, rows, metrics)]
@@ -165,7 +162,7 @@ def build_report(
         body.append(_category_section(c, [r for r in rows if r["category"] == c], metrics["per_category"].get(c, {}),
                                       threshold, paths, size, top, so))
     page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>mdps-ray {html.escape(run_id)}</title>"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>mdps-ray {html.escape(paths.run_id)}</title>"
         f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>"
     )
     target = out_uri or f"{paths.root}/report.html"
